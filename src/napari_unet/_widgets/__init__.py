@@ -1,0 +1,1 @@
+"""napari widgets: the only package that imports napari and Qt."""

@@ -1,0 +1,75 @@
+"""Helpers shared by the widgets: result layers, notifications, thread-safe progress."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QObject, Signal
+
+__all__ = ["Relay", "upsert_labels", "spatial_transform", "notify_error", "show_info", "show_warning", "active_image"]
+
+_KEY = "napari-unet"
+
+
+class Relay(QObject):
+    """Carries progress from a worker thread to the GUI thread (queued Qt signal)."""
+
+    progress = Signal(float, str)
+
+
+def spatial_transform(image: Image) -> dict:
+    """``scale`` and ``translate`` of an image layer for labels without a colour axis."""
+    nd = image.ndim
+    return {"scale": tuple(image.scale[-nd:]), "translate": tuple(image.translate[-nd:])}
+
+
+def upsert_labels(viewer, data: np.ndarray, source: Image, kind: str, suffix: str | None = None, **kwargs) -> Labels:
+    """Put ``data`` into the plugin's ``kind`` layer for ``source``; create it if needed.
+
+    Only layers this plugin created (tagged in their metadata) are ever updated, so the
+    user's own layers are never overwritten. Running again updates rather than piles up.
+    """
+    for layer in viewer.layers:
+        tag = layer.metadata.get(_KEY) if isinstance(layer, Labels) else None
+        if tag and tag.get("source") == source.name and tag.get("kind") == kind and layer.data.shape == data.shape:
+            layer.data = data
+            layer.scale = spatial_transform(source)["scale"]
+            layer.translate = spatial_transform(source)["translate"]
+            return layer
+    name = f"{source.name} {suffix or kind}"
+    layer = viewer.add_labels(data, name=name, metadata={_KEY: {"source": source.name, "kind": kind}}, **spatial_transform(source), **kwargs)
+    return layer
+
+
+def is_plugin_layer(layer) -> bool:
+    return bool(layer.metadata.get(_KEY)) if hasattr(layer, "metadata") else False
+
+
+def notify_error(exc: BaseException, what: str) -> None:
+    """One clear notification for an error in a worker, never a traceback dialog."""
+    if isinstance(exc, (ValueError, FileNotFoundError, FileExistsError)):
+        show_error(f"{what}: {exc}")
+    elif isinstance(exc, MemoryError):
+        show_error(f"{what}: not enough memory for this image; try a smaller tile or crop it")
+    else:
+        show_error(f"{what} failed: {exc.__class__.__name__}: {exc}")
+
+
+def active_image(viewer) -> Image | None:
+    layer = viewer.layers.selection.active
+    if isinstance(layer, Image):
+        return layer
+    images = [lay for lay in viewer.layers if isinstance(lay, Image)]
+    return images[-1] if images else None
+
+
+class _ModelBus:
+    """Tells every open widget that the list of models changed (saved, imported, deleted)."""
+
+    from psygnal import Signal as _Signal
+
+    changed = _Signal()
+
+
+model_bus = _ModelBus()

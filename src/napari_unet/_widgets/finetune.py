@@ -1,0 +1,1 @@
+"""Placeholder replaced by the fine-tune widget (issue 4)."""

@@ -1,0 +1,317 @@
+"""Segment images of any size, dtype and dimensionality with a U-Net.
+
+:class:`Segmenter` turns an array into a semantic (1 = cell) and an instance label image:
+percentile normalisation, optional rescaling to the model's object size, overlap-tile
+prediction and post-processing. Planes larger than ``block`` pixels on a side are processed
+in overlapping blocks whose objects are stitched, so memory stays bounded on any size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .models import LoadedModel, load_model
+from .normalize import normalize, percentiles
+from .postprocess import instances_from_probs, labels_dtype
+from .tiling import plan_tiles, predict_tiled
+
+__all__ = ["Segmenter", "Segmentation", "bf16_supported", "as_planes"]
+
+Progress = Callable[[float, str], None]
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU runs bfloat16 matrix maths natively (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch
+        return False
+
+
+@dataclass
+class Segmentation:
+    semantic: np.ndarray  # uint8, 1 = cell
+    instances: np.ndarray  # uint16/uint32, 0 = background
+    notes: list[str] = field(default_factory=list)
+    diameter: float | None = None  # object diameter (px) the image was treated as having
+
+
+def as_planes(image: np.ndarray, rgb: bool | None = None) -> tuple[np.ndarray, list[str], tuple]:
+    """``image`` as a stack of 2D grayscale planes ``(N, H, W)``, with notes on what was done.
+
+    RGB(A) images (last axis 3 or 4, or ``rgb=True``) are averaged over colour channels;
+    3D, time or other stacks are segmented plane by plane over the last two axes.
+    Also returns the shape of the labels (the image's shape without a colour axis).
+    """
+    image = np.asarray(image)
+    notes = []
+    if image.dtype.kind not in "biuf":
+        raise ValueError(f"cannot segment an image of dtype {image.dtype}")
+    if image.ndim < 2:
+        raise ValueError(f"need an image with at least 2 dimensions, got shape {image.shape}")
+    if rgb is None:
+        rgb = image.ndim == 3 and image.shape[-1] in (3, 4) and min(image.shape[:2]) > 4
+    if rgb:
+        image = image[..., :3].astype(np.float32).mean(axis=-1)
+        notes.append("RGB image: segmented its grayscale (mean of R, G, B)")
+    if image.ndim < 2:
+        raise ValueError("RGB image has no spatial axes")
+    if min(image.shape[-2:]) < 1:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    planes = image.reshape((-1,) + image.shape[-2:])
+    if planes.shape[0] > 1:
+        notes.append(f"{image.ndim}D image: segmented each of its {planes.shape[0]} 2D planes")
+    return planes, notes, image.shape
+
+
+class Segmenter:
+    """A loaded model plus everything needed to segment arrays with it.
+
+    ``precision``: ``"auto"`` (bfloat16 autocast and channels_last where the CPU supports
+    them, else float32), ``"bf16"`` or ``"fp32"``.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel | str | None = None,
+        precision: str = "auto",
+        tile: int = 512,
+        block: int = 2048,
+        batch_size: int = 1,
+        device: str | None = None,
+    ):
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
+        self.model = self.loaded.model.eval()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if precision == "auto":
+            precision = "bf16" if (self.device.type == "cuda" or bf16_supported()) else "fp32"
+        if precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+        self.precision = precision
+        self.model.to(self.device)
+        if precision == "bf16" and self.device.type == "cpu":
+            self.model.to(memory_format=torch.channels_last)
+        self.tile = tile
+        self.block = block
+        self.batch_size = batch_size
+        meta = self.loaded.meta
+        self.percentiles = tuple(meta.get("normalization", (1.0, 99.8)))
+        self.threshold = float(meta.get("threshold", 0.5))
+        self.min_size = int(meta.get("min_size", 15))
+
+    # ---- network ---------------------------------------------------------------------
+    @torch.inference_mode()
+    def _predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        net = self.model
+        shrink = net.shrink()
+        if shrink:  # unpadded network: pad to a valid size, then place the output
+            x, place = self._fit_valid(x)
+        if self.precision == "bf16" and self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = net(x)
+        probs = torch.softmax(logits.float(), dim=1)
+        if shrink:
+            probs = place(probs)
+        return probs.cpu().numpy()
+
+    def _fit_valid(self, x: torch.Tensor):
+        """Pad a tile for an unpadded (``valid``) network; return it and an output placer."""
+        net = self.model
+        h, w = x.shape[-2:]
+        sizes = []
+        for n in (h, w):
+            m = n
+            while net.output_size(m) is None or net.output_size(m) < n - 2 * net.shrink():
+                m += 1
+            sizes.append(m)
+        ph, pw = sizes[0] - h, sizes[1] - w
+        x = torch.nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="reflect")
+
+        def place(p: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(p.shape[:2] + (h, w), dtype=p.dtype, device=p.device)
+            oy, ox = net.shrink() - ph // 2, net.shrink() - pw // 2
+            hh, ww = min(p.shape[-2], h - oy), min(p.shape[-1], w - ox)
+            out[..., oy : oy + hh, ox : ox + ww] = p[..., :hh, :ww]
+            return out
+
+        return x, place
+
+    def predict_normalized(self, image: np.ndarray, progress: Callable[[int, int], None] | None = None, margin: int | None = None, blend: int = 0) -> np.ndarray:
+        """Class probabilities ``(C, H, W)`` of an already normalised ``(H, W)`` plane."""
+        plane = image[None] if image.ndim == 2 else image
+        net = self.model
+        if margin is None:
+            margin = max(net.receptive_radius(), net.shrink())
+        geom = plan_tiles(plane.shape[-2:], net, self.tile, margin, blend)
+        return predict_tiled(plane, self._predict_batch, geom, net.config.out_channels, self.batch_size, progress)
+
+    # ---- one plane -------------------------------------------------------------------
+    def probabilities(self, plane: np.ndarray, diameter: float | None = None, limits=None, progress=None) -> np.ndarray:
+        """Probabilities of a raw 2D plane, rescaled so objects of ``diameter`` px match the model."""
+        x = normalize(plane, *self.percentiles, limits=limits)
+        scale = self._scale(diameter)
+        if scale != 1.0:
+            from skimage.transform import resize
+
+            shape = tuple(max(1, round(s * scale)) for s in x.shape)
+            x = resize(x, shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
+        probs = self.predict_normalized(x, progress)
+        if scale != 1.0:
+            from skimage.transform import resize
+
+            probs = resize(probs, (probs.shape[0],) + plane.shape, order=1, preserve_range=True).astype(np.float32)
+        return probs
+
+    def _scale(self, diameter: float | None) -> float:
+        own = self.loaded.diameter
+        if not diameter or not own:
+            return 1.0
+        scale = own / float(diameter)
+        return 1.0 if abs(scale - 1) < 0.05 else scale
+
+    def estimate_diameter(self, plane: np.ndarray, limits=None) -> float | None:
+        """Median equivalent diameter (px) of the cells found at the model's own scale.
+
+        Run on a central crop of at most 1024 x 1024; ``None`` when nothing is found.
+        Two passes, as cellpose's size model does in spirit: objects much larger or
+        smaller than the training size are found badly, so the first estimate is refined
+        once at the rescaled size.
+        """
+        h, w = plane.shape
+        cy, cx = max(0, (h - 1024) // 2), max(0, (w - 1024) // 2)
+        crop = plane[cy : cy + 1024, cx : cx + 1024]
+        estimate = None
+        for _ in range(2):
+            probs = self.probabilities(crop, estimate, limits)
+            _, inst = instances_from_probs(probs, self.threshold, min_size=self.min_size)
+            if inst.max() == 0:
+                return estimate
+            areas = np.bincount(inst.ravel())[1:]
+            areas = areas[areas > 0]
+            new = float(2 * np.sqrt(np.median(areas) / np.pi))
+            if estimate is not None and abs(new / estimate - 1) < 0.1:
+                return new
+            estimate = new
+        return estimate
+
+    def segment_plane(self, plane: np.ndarray, diameter: float | str | None = None, limits=None, progress: Progress | None = None) -> Segmentation:
+        """Semantic and instance labels of one 2D plane of any size."""
+        notes = []
+        if limits is None:
+            limits = percentiles(plane, *self.percentiles)
+        if diameter == "auto" or diameter == 0:
+            diameter = self.estimate_diameter(plane, limits)
+            if diameter is None:
+                notes.append("no cells found to estimate their diameter; used the model's scale")
+            else:
+                notes.append(f"estimated cell diameter: {diameter:.1f} px")
+        h, w = plane.shape
+        min_size = self._min_size(diameter)
+        if h <= self.block and w <= self.block:
+            probs = self.probabilities(plane, diameter, limits, _tile_progress(progress))
+            semantic, instances = instances_from_probs(probs, self.threshold, min_size=min_size)
+        else:
+            semantic, instances = self._segment_blocks(plane, diameter, limits, min_size, progress)
+        return Segmentation(semantic, instances, notes, diameter or self.loaded.diameter)
+
+    def _min_size(self, diameter) -> int:
+        if not diameter or not self.loaded.diameter:
+            return self.min_size
+        return max(1, int(round(self.min_size * (float(diameter) / self.loaded.diameter) ** 2)))
+
+    def _segment_blocks(self, plane, diameter, limits, min_size, progress):
+        """Blockwise segmentation with stitching for planes larger than ``self.block``.
+
+        Each block is predicted with ``halo`` pixels of real context, so its probabilities
+        equal the whole-plane ones; an object is written by the block that holds the
+        centre of its bounding box (objects are assumed smaller than the halo).
+        """
+        h, w = plane.shape
+        B = self.block
+        scale = 1.0 / self._scale(diameter)  # image pixels per model pixel
+        halo = int(math.ceil(max(128, 2 * (self.model.receptive_radius() + 8)) * scale))
+        halo = min(halo, B // 2)
+        ny, nx = -(-h // B), -(-w // B)
+        semantic = np.zeros((h, w), np.uint8)
+        instances = np.zeros((h, w), np.uint32)
+        next_id = 1
+        for k, (by, bx) in enumerate((i, j) for i in range(ny) for j in range(nx)):
+            y0, x0 = by * B, bx * B
+            y1, x1 = min(y0 + B, h), min(x0 + B, w)
+            Y0, X0 = max(0, y0 - halo), max(0, x0 - halo)
+            Y1, X1 = min(h, y1 + halo), min(w, x1 + halo)
+            probs = self.probabilities(plane[Y0:Y1, X0:X1], diameter, limits)
+            sem, inst = instances_from_probs(probs, self.threshold, min_size=min_size)
+            del probs
+            semantic[y0:y1, x0:x1] = sem[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
+            n = int(inst.max())
+            if n:
+                from scipy import ndimage as ndi
+
+                slices = ndi.find_objects(inst)
+                lut = np.zeros(n + 1, np.uint32)
+                for i, sl in enumerate(slices, start=1):
+                    if sl is None:
+                        continue
+                    cy = Y0 + (sl[0].start + sl[0].stop - 1) / 2
+                    cx = X0 + (sl[1].start + sl[1].stop - 1) / 2
+                    if y0 <= cy < y1 and x0 <= cx < x1:
+                        lut[i] = next_id
+                        next_id += 1
+                new = lut[inst]
+                target = instances[Y0:Y1, X0:X1]
+                write = (new > 0) & (target == 0)
+                target[write] = new[write]
+            if progress is not None:
+                progress((k + 1) / (ny * nx), f"block {k + 1}/{ny * nx}")
+        if next_id < 2**16:
+            instances = instances.astype(np.uint16)
+        return semantic, instances
+
+    # ---- any image -------------------------------------------------------------------
+    def segment(self, image: np.ndarray, diameter: float | str | None = None, rgb: bool | None = None, progress: Progress | None = None) -> Segmentation:
+        """Segment a 2D image, an RGB image or a stack of planes (plane by plane).
+
+        Returns labels with the image's shape (without the colour axis).
+        """
+        image = np.asarray(image)
+        planes, notes, out_shape = as_planes(image, rgb)
+        limits = None
+        sems, insts = [], []
+        n = planes.shape[0]
+        used = None
+        for i, plane in enumerate(planes):
+            sub = None
+            if progress is not None:
+                sub = _sub_progress(progress, i, n)
+            seg = self.segment_plane(plane, diameter, limits, sub)
+            if i == 0:
+                notes.extend(seg.notes)
+                used = seg.diameter
+            if diameter in ("auto", 0) and seg.diameter:
+                diameter = seg.diameter  # estimate once per stack
+            sems.append(seg.semantic)
+            insts.append(seg.instances)
+            if progress is not None:
+                progress((i + 1) / n, f"plane {i + 1}/{n}")
+        semantic = np.stack(sems).reshape(out_shape)
+        nmax = max(int(x.max()) for x in insts)
+        instances = np.stack([x.astype(labels_dtype(nmax)) for x in insts]).reshape(out_shape)
+        return Segmentation(semantic, instances, notes, used)
+
+
+def _tile_progress(progress: Progress | None):
+    if progress is None:
+        return None
+    return lambda done, total: progress(done / total, f"tile {done}/{total}")
+
+
+def _sub_progress(progress: Progress, i: int, n: int) -> Progress:
+    return lambda f, msg: progress((i + f) / n, msg)

@@ -1,0 +1,214 @@
+"""Model files: shipped and user models, safe loading, atomic saving.
+
+A model file is a ``torch.save`` of a plain dict (tensors, strings, numbers, lists):
+
+``{"format": "napari-unet/1", "config": {...UNetConfig...}, "meta": {...}, "state_dict": {...}}``
+
+It is loaded with ``torch.load(weights_only=True)``, which never executes code from the
+file. ``meta`` holds the model's name, description, the object ``diameter`` (pixels) it
+was trained at, normalisation percentiles, the training command and its metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported lazily so that napari starts fast
+    from .model import UNet
+
+
+__all__ = [
+    "FORMAT",
+    "DEFAULT_MODEL",
+    "ModelInfo",
+    "LoadedModel",
+    "shipped_dir",
+    "user_dir",
+    "list_models",
+    "resolve_model",
+    "load_model",
+    "save_model",
+    "install_model",
+    "delete_model",
+]
+
+FORMAT = "napari-unet/1"
+DEFAULT_MODEL = "nuclei"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,63}$")
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: Path
+    source: str  # "shipped" or "user"
+
+
+@dataclass
+class LoadedModel:
+    model: "UNet"
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.path.stem if self.path else "model"))
+
+    @property
+    def diameter(self) -> float | None:
+        d = self.meta.get("diameter")
+        return float(d) if d else None
+
+
+def shipped_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
+def user_dir(create: bool = False) -> Path:
+    """Where user models live: ``$NAPARI_UNET_MODEL_DIR`` or the platform's data folder."""
+    env = os.environ.get("NAPARI_UNET_MODEL_DIR")
+    if env:
+        path = Path(env)
+    else:
+        from platformdirs import user_data_dir
+
+        path = Path(user_data_dir("napari-unet", appauthor=False)) / "models"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def list_models() -> list[ModelInfo]:
+    """Shipped models first (default first), then the user's, each sorted by name."""
+    shipped = sorted(shipped_dir().glob("*.pt"), key=lambda p: (p.stem != DEFAULT_MODEL, p.stem))
+    out = [ModelInfo(p.stem, p, "shipped") for p in shipped]
+    names = {m.name for m in out}
+    udir = user_dir()
+    if udir.is_dir():
+        for p in sorted(udir.glob("*.pt")):
+            if p.stem not in names:
+                out.append(ModelInfo(p.stem, p, "user"))
+    return out
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    if not _NAME_RE.match(name):
+        raise ValueError(
+            f"invalid model name {name!r}: use letters, digits, spaces, '.', '_' or '-' "
+            "(at most 64 characters, starting with a letter or digit)"
+        )
+    return name
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
+    """Path of a model given by name (shipped or user) or file path."""
+    if name_or_path is None or str(name_or_path) == "":
+        name_or_path = DEFAULT_MODEL
+    p = Path(name_or_path)
+    if p.suffix == ".pt" and p.is_file():
+        return p
+    for info in list_models():
+        if info.name == str(name_or_path):
+            return info.path
+    if p.exists():
+        raise ValueError(f"{p} is not a napari-unet model file (.pt)")
+    known = ", ".join(m.name for m in list_models()) or "none"
+    raise ValueError(f"no model named {str(name_or_path)!r} (known models: {known})")
+
+
+def load_model(name_or_path: str | os.PathLike | None = None) -> LoadedModel:
+    """Load a model by name or path, safely (``weights_only=True``); eval mode."""
+    import torch
+
+    from .model import UNet, UNetConfig
+
+    path = resolve_model(name_or_path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated, or a pickle with code in it
+        raise ValueError(f"cannot read model file {path}: {exc.__class__.__name__}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a napari-unet model file")
+    try:
+        model = UNet(UNetConfig(**data["config"]))
+        model.load_state_dict(data["state_dict"])
+    except (TypeError, KeyError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{path} does not hold a valid U-Net: {exc}") from None
+    model.eval()
+    meta = dict(data.get("meta", {}))
+    meta.setdefault("name", path.stem)
+    return LoadedModel(model, meta, path)
+
+
+def save_model(path: str | os.PathLike, model: "UNet", meta: dict | None = None, overwrite: bool = True) -> Path:
+    """Write ``model`` to ``path`` atomically (temporary file, then rename)."""
+    import torch
+
+    path = Path(path)
+    if path.suffix != ".pt":
+        path = path.with_suffix(".pt")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    data = {
+        "format": FORMAT,
+        "config": model.config.to_dict(),
+        "meta": _plain(meta or {}),
+        "state_dict": state,
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _plain(obj):
+    """Metadata reduced to types that ``weights_only`` loading accepts."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def install_model(src: str | os.PathLike, name: str | None = None, overwrite: bool = False) -> Path:
+    """Copy a model file into the user's model folder under ``name`` (validated first)."""
+    loaded = load_model(Path(src)) if Path(src).is_file() else load_model(src)
+    name = check_name(name or loaded.name)
+    if name in {m.name for m in list_models() if m.source == "shipped"}:
+        raise ValueError(f"{name!r} is the name of a shipped model; choose another")
+    meta = dict(loaded.meta, name=name)
+    dest = user_dir(create=True) / f"{name}.pt"
+    if dest.exists() and not overwrite:
+        raise FileExistsError(f"a model named {name!r} exists already")
+    return save_model(dest, loaded.model, meta)
+
+
+def delete_model(name: str) -> None:
+    """Delete a user model (shipped models cannot be deleted)."""
+    for info in list_models():
+        if info.name == name:
+            if info.source != "user":
+                raise ValueError(f"{name!r} is a shipped model and cannot be deleted")
+            info.path.unlink()
+            return
+    raise ValueError(f"no user model named {name!r}")

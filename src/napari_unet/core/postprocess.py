@@ -1,0 +1,71 @@
+"""From class probabilities to semantic and instance labels.
+
+The network predicts three classes: background, cell interior and cell boundary. A pixel
+is *cell* when background is not the most likely explanation (``p_bg < 0.5``). Instances
+are seeded by connected regions of confident interior, which stay apart where the boundary
+class separates touching cells, and grown over the whole cell mask by a watershed on the
+background probability.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+__all__ = ["semantic_from_probs", "instances_from_probs", "remove_small", "labels_dtype"]
+
+
+def labels_dtype(n: int):
+    """Smallest unsigned dtype napari and TIFF readers handle for ``n`` labels."""
+    return np.uint16 if n < 2**16 else np.uint32
+
+
+def semantic_from_probs(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """``1`` where the cell classes (all but class 0) have probability above ``threshold``."""
+    return (probs[0] < 1.0 - threshold).astype(np.uint8)
+
+
+def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Drop objects smaller than ``min_size`` pixels and renumber ``1..N`` (in place safe)."""
+    if labels.max() == 0:
+        return labels.astype(np.uint16)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= max(min_size, 1)
+    keep[0] = False
+    lut = np.zeros(sizes.size, np.int64)
+    lut[keep] = np.arange(1, keep.sum() + 1)
+    n = int(keep.sum())
+    return lut.astype(labels_dtype(n))[labels]
+
+
+def instances_from_probs(
+    probs: np.ndarray,
+    threshold: float = 0.5,
+    seed_threshold: float = 0.5,
+    min_size: int = 15,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Semantic (uint8) and instance (uint16/uint32) labels from ``(3, H, W)`` probabilities.
+
+    ``probs`` channels: background, interior, boundary. With only two channels
+    (background, cell) instances are the connected components of the cell mask.
+    """
+    if probs.ndim != 3 or probs.shape[0] < 2:
+        raise ValueError(f"expected (C>=2, H, W) probabilities, got shape {probs.shape}")
+    mask = probs[0] < 1.0 - threshold
+    semantic = mask.astype(np.uint8)
+    if not mask.any():
+        return semantic, np.zeros(mask.shape, np.uint16)
+    if probs.shape[0] == 2:
+        labels, _ = ndi.label(mask)
+        return semantic, remove_small(labels, min_size)
+    seeds, n_seeds = ndi.label((probs[1] > seed_threshold) & mask)
+    # Tiny seeds are noise unless they are all a cell has; those come back below.
+    seeds = remove_small(seeds, max(min_size // 4, 1)).astype(np.int32)
+    labels = watershed(probs[0], markers=seeds, mask=mask)
+    # Cell regions the seeds missed (no confident interior) become objects of their own.
+    rest, n_rest = ndi.label(mask & (labels == 0))
+    if n_rest:
+        offset = labels.max()
+        labels = np.where(rest > 0, rest + offset, labels)
+    return semantic, remove_small(labels, min_size)

@@ -1,0 +1,150 @@
+"""Overlap-tile prediction (Ronneberger et al. 2015, Fig. 2) in bounded memory.
+
+The image is mirrored at its borders by the network's context margin, cut into tiles
+whose origins are aligned to the pooling grid, and from each tile only the pixels whose
+whole receptive field lies inside the tile are kept. With the default margin
+(``model.receptive_radius()``) every kept pixel is computed from exactly the same input as
+in a single whole-image pass, so tiled and untiled predictions agree to float precision
+at any image size. A smaller ``margin`` trades that exactness for speed; neighbouring
+tiles then overlap by ``2 * blend`` pixels and are cross-faded linearly.
+
+The signature follows MONAI's ``sliding_window_inference``: the predictor is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+__all__ = ["TileGeometry", "plan_tiles", "predict_tiled", "pad_image"]
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def pad_image(image: np.ndarray, before: tuple[int, int], after: tuple[int, int]) -> np.ndarray:
+    """Mirror-pad the last two axes; works for any size, including 1-pixel images."""
+    pad = [(0, 0)] * (image.ndim - 2) + [(before[0], after[0]), (before[1], after[1])]
+    mode = "reflect" if min(image.shape[-2:]) > 1 else "symmetric"
+    return np.pad(image, pad, mode=mode)
+
+
+class TileGeometry:
+    """Where the tiles go for an image of ``shape`` (H, W).
+
+    ``core`` is the output size of an interior tile, ``margin`` the context discarded on
+    each side, ``multiple`` the alignment of tile origins (the pooling grid).
+    """
+
+    def __init__(self, shape, core: int, margin: int, multiple: int, blend: int = 0):
+        self.shape = tuple(int(s) for s in shape)
+        if min(self.shape) < 1:
+            raise ValueError(f"cannot tile an empty image of shape {self.shape}")
+        self.margin = _round_up(max(int(margin), 0), multiple)
+        self.blend = _round_up(max(int(blend), 0), multiple) if blend else 0
+        self.multiple = multiple
+        core = max(_round_up(int(core), multiple), 2 * self.blend + multiple)
+        # Padded extent of the output grid: at least one core, aligned to the pool grid.
+        self.extent = tuple(_round_up(s, multiple) for s in self.shape)
+        self.core = tuple(min(core, e) for e in self.extent)
+        self.starts = tuple(
+            self._starts(e, c, self.blend) for e, c in zip(self.extent, self.core)
+        )
+
+    def _starts(self, extent: int, core: int, blend: int) -> list[int]:
+        if core >= extent:
+            return [0]
+        step = max(core - 2 * blend, self.multiple)
+        starts = list(range(0, extent - core, step))
+        starts.append(extent - core)
+        return starts
+
+    @property
+    def tile_size(self) -> tuple[int, int]:
+        return tuple(c + 2 * self.margin for c in self.core)
+
+    def __len__(self) -> int:
+        return len(self.starts[0]) * len(self.starts[1])
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for y in self.starts[0]:
+            for x in self.starts[1]:
+                yield y, x
+
+    def pad_widths(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        m = self.margin
+        return (m, m), (
+            m + self.extent[0] - self.shape[0],
+            m + self.extent[1] - self.shape[1],
+        )
+
+    def weights(self, axis: int, start: int) -> np.ndarray:
+        """1D blending weights of a tile's core along ``axis`` (ramps only where tiles overlap)."""
+        c = self.core[axis]
+        w = np.ones(c, np.float32)
+        b = self.blend
+        if b and len(self.starts[axis]) > 1:
+            ramp = (np.arange(2 * b, dtype=np.float32) + 0.5) / (2 * b)
+            if start > 0:
+                w[: 2 * b] = ramp
+            if start + c < self.extent[axis]:
+                w[-2 * b :] = ramp[::-1]
+        return w
+
+
+def plan_tiles(shape, model, tile: int = 512, margin: int | None = None, blend: int = 0) -> TileGeometry:
+    """Tile layout for ``model`` (a :class:`~napari_unet.core.model.UNet`)."""
+    if margin is None:
+        margin = model.receptive_radius()
+    return TileGeometry(shape, tile, margin, model.multiple, blend)
+
+
+def predict_tiled(
+    image: np.ndarray,
+    predictor: Callable[[np.ndarray], np.ndarray],
+    geometry: TileGeometry,
+    out_channels: int,
+    batch_size: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Predict ``(C_out, H, W)`` float32 maps for a ``(C_in, H, W)`` image.
+
+    ``predictor`` maps a ``(B, C_in, h, w)`` float32 batch of tiles to ``(B, C_out, h, w)``.
+    Peak memory is the image, the output and ``batch_size`` tiles.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
+    if tuple(image.shape[-2:]) != geometry.shape:
+        raise ValueError("geometry was planned for another image shape")
+    H, W = geometry.shape
+    padded = pad_image(image, *geometry.pad_widths())
+    m = geometry.margin
+    ch, cw = geometry.core
+    result = np.zeros((out_channels, H, W), np.float32) if out is None else out
+    blending = geometry.blend and len(geometry) > 1
+    norm = np.zeros((H, W), np.float32) if blending else None
+
+    tiles = list(geometry)
+    for i in range(0, len(tiles), batch_size):
+        chunk = tiles[i : i + batch_size]
+        batch = np.stack([padded[:, y : y + ch + 2 * m, x : x + cw + 2 * m] for y, x in chunk])
+        pred = np.asarray(predictor(batch), dtype=np.float32)
+        for (y, x), p in zip(chunk, pred):
+            p = p[:, m : m + ch, m : m + cw]
+            h, w = min(ch, H - y), min(cw, W - x)
+            if h <= 0 or w <= 0:
+                continue
+            if blending:
+                wgt = np.outer(geometry.weights(0, y), geometry.weights(1, x))[:h, :w]
+                result[:, y : y + h, x : x + w] += p[:, :h, :w] * wgt
+                norm[y : y + h, x : x + w] += wgt
+            else:
+                result[:, y : y + h, x : x + w] = p[:, :h, :w]
+        if progress is not None:
+            progress(min(i + batch_size, len(tiles)), len(tiles))
+    if blending:
+        result /= np.maximum(norm, 1e-6)
+    return result

@@ -1,0 +1,352 @@
+"""Training and fine-tuning as a generator that yields progress.
+
+``Trainer.run()`` is a generator: each ``next()`` does some optimisation steps and yields a
+:class:`Progress`; the caller (CLI loop, Qt worker, test) decides when to stop, and
+``Trainer.stop()`` ends it early from another thread. The best weights by validation score
+are kept and restored at the end (``Trainer.best_state``).
+
+The same code trains the shipped models on dense instance labels and fine-tunes them on a
+user's sparse strokes: every sample becomes per-pixel target codes (see :mod:`.losses`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .augment import AugmentConfig, augment_intensity, sample_patch
+from .losses import (
+    BACKGROUND,
+    CELL,
+    INTERIOR,
+    BOUNDARY,
+    annotation_kind,
+    border_weight_map,
+    masked_cross_entropy,
+    targets_from_annotation,
+    targets_from_instances,
+)
+from .model import UNet
+from .normalize import normalize
+from .inference import bf16_supported
+
+__all__ = ["Sample", "TrainConfig", "Progress", "Trainer", "samples_from_annotations", "split_strokes"]
+
+
+@dataclass
+class Sample:
+    """One training image: normalised ``(C, H, W)`` float32 and either instance labels or codes."""
+
+    image: np.ndarray
+    instances: np.ndarray | None = None  # int32, 0 = background
+    codes: np.ndarray | None = None  # uint8 target codes (losses module)
+    name: str = ""
+
+    def __post_init__(self):
+        if self.image.ndim == 2:
+            self.image = self.image[None]
+        ref = self.instances if self.instances is not None else self.codes
+        if ref is None:
+            raise ValueError("a sample needs instance labels or target codes")
+        if ref.shape != self.image.shape[-2:]:
+            raise ValueError(
+                f"annotation shape {ref.shape} does not match image shape {self.image.shape[-2:]}"
+            )
+        self._labeled = None
+
+    def labeled_indices(self) -> np.ndarray | None:
+        """Flat indices of labeled pixels, for sparse codes only (patch centres go there)."""
+        if self.codes is None:
+            return None
+        if self._labeled is None:
+            self._labeled = np.flatnonzero(self.codes)
+        return self._labeled
+
+    def full_codes(self) -> np.ndarray:
+        return self.codes if self.codes is not None else targets_from_instances(self.instances)
+
+
+@dataclass
+class TrainConfig:
+    patch: int = 256
+    batch: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    steps: int = 2000  # upper bound; time_budget may end sooner
+    time_budget: float | None = None  # seconds
+    warmup: int = 50
+    val_every: int = 100  # steps between validations
+    val_every_s: float | None = None  # or seconds between validations (whichever first)
+    seed: int = 0
+    loss: str = "boundary"  # "boundary" (3-class) or "weightmap" (+ paper's border weights)
+    precision: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    freeze_norm: bool = False
+
+
+@dataclass
+class Progress:
+    step: int
+    total: int
+    loss: float
+    elapsed: float
+    val_score: float | None = None
+    best_score: float | None = None
+    improved: bool = False
+    message: str = ""
+
+
+class Trainer:
+    """Optimise ``model`` on ``train`` samples, keep the best weights by score on ``val``.
+
+    ``score_fn(model, samples) -> float`` evaluates; by default the pixel IoU of the cell
+    class on labeled pixels (works for sparse strokes and dense labels alike).
+    """
+
+    def __init__(self, model: UNet, train: Sequence[Sample], val: Sequence[Sample] = (), config: TrainConfig | None = None, score_fn=None, device: str | None = None):
+        if not train:
+            raise ValueError("nothing to train on: no annotated images")
+        self.model = model
+        self.train = list(train)
+        self.val = list(val)
+        self.cfg = config or TrainConfig()
+        self.score_fn = score_fn or labeled_iou
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        prec = self.cfg.precision
+        if prec == "auto":
+            prec = "bf16" if (self.device.type == "cuda" or bf16_supported()) else "fp32"
+        self.precision = prec
+        self._stop = threading.Event()
+        self.best_state: dict | None = None
+        self.best_score: float | None = None
+        self.history: list[Progress] = []
+        self.step = 0
+        self._weights = None
+        if self.cfg.loss not in ("boundary", "weightmap"):
+            raise ValueError(f"loss must be 'boundary' or 'weightmap', got {self.cfg.loss!r}")
+
+    def stop(self) -> None:
+        """Ask the training loop to finish after the current step (thread-safe)."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # ---- data ------------------------------------------------------------------------
+    def _batch(self, rng: np.random.Generator):
+        cfg = self.cfg
+        imgs, tgts, wts = [], [], []
+        for _ in range(cfg.batch):
+            s = self.train[rng.integers(len(self.train))]
+            if s.instances is not None:
+                img, inst = sample_patch(s.image, s.instances, cfg.patch, rng, cfg.augment)
+                tgt = targets_from_instances(inst)
+                if cfg.loss == "weightmap":
+                    wts.append(border_weight_map(inst))
+            else:
+                img, tgt = sample_patch(s.image, s.codes, cfg.patch, rng, cfg.augment, s.labeled_indices())
+                if cfg.loss == "weightmap":
+                    wts.append(np.ones(tgt.shape, np.float32))
+            imgs.append(augment_intensity(img, rng, cfg.augment))
+            tgts.append(tgt)
+        x = torch.from_numpy(np.stack(imgs))
+        y = torch.from_numpy(np.stack(tgts).astype(np.int64))
+        w = torch.from_numpy(np.stack(wts)) if wts else None
+        return x, y, w
+
+    # ---- loop ------------------------------------------------------------------------
+    def run(self) -> Generator[Progress, None, list[Progress]]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        model = self.model.to(self.device)
+        model.train()
+        if cfg.freeze_norm:
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = cfg.steps
+
+        def lr_at(step: int, frac_time: float) -> float:
+            frac = max(step / max(total, 1), frac_time)
+            warm = min(1.0, (step + 1) / max(cfg.warmup, 1))
+            return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+        if self.val and self.best_score is None:
+            self.best_score = self._score()
+            self.best_state = copy.deepcopy(model.state_dict())
+            yield self._record(Progress(0, total, float("nan"), 0.0, self.best_score, self.best_score, True, "base model"))
+        t0 = time.perf_counter()
+        last_val = t0
+        losses = []
+        while self.step < total and not self.stopped:
+            elapsed = time.perf_counter() - t0
+            if cfg.time_budget is not None and elapsed >= cfg.time_budget:
+                break
+            frac_time = elapsed / cfg.time_budget if cfg.time_budget else 0.0
+            for g in opt.param_groups:
+                g["lr"] = lr_at(self.step, frac_time)
+            x, y, w = self._batch(rng)
+            x, y = x.to(self.device), y.to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = model(x)
+            loss = masked_cross_entropy(logits, y, None if w is None else w.to(self.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.step += 1
+            losses.append(float(loss.detach()))
+            now = time.perf_counter()
+            due = self.step % cfg.val_every == 0 or (cfg.val_every_s is not None and now - last_val >= cfg.val_every_s)
+            end = self.step >= total or (cfg.time_budget is not None and now - t0 >= cfg.time_budget)
+            p = Progress(self.step, total, float(np.mean(losses[-10:])), now - t0)
+            if (due or end or self.stopped) and self.val:
+                last_val = now
+                p.val_score = self._score()
+                model.train()
+                if cfg.freeze_norm:
+                    for m in model.modules():
+                        if isinstance(m, torch.nn.BatchNorm2d):
+                            m.eval()
+                if self.best_score is None or p.val_score > self.best_score:
+                    self.best_score = p.val_score
+                    self.best_state = copy.deepcopy(model.state_dict())
+                    p.improved = True
+                p.best_score = self.best_score
+            elif not self.val:
+                self.best_state = None
+            yield self._record(p)
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        model.eval()
+        return self.history
+
+    def _record(self, p: Progress) -> Progress:
+        self.history.append(p)
+        return p
+
+    def _score(self) -> float:
+        self.model.eval()
+        with torch.inference_mode():
+            return float(self.score_fn(self.model, self.val))
+
+
+def _predict_full(model: UNet, image: np.ndarray) -> np.ndarray:
+    """Probabilities of a whole normalised ``(C, H, W)`` image (small images only)."""
+    from .tiling import plan_tiles, predict_tiled
+
+    device = next(model.parameters()).device
+
+    def predictor(batch):
+        with torch.inference_mode():
+            return torch.softmax(model(torch.from_numpy(batch).to(device)).float(), 1).cpu().numpy()
+
+    geom = plan_tiles(image.shape[-2:], model, tile=1024, margin=model.receptive_radius())
+    return predict_tiled(image, predictor, geom, model.config.out_channels)
+
+
+def labeled_iou(model: UNet, samples: Sequence[Sample]) -> float:
+    """Pixel IoU of the cell class over labeled pixels of ``samples`` (pooled)."""
+    inter = union = 0
+    for s in samples:
+        codes = s.full_codes()
+        lab = codes > 0
+        probs = _predict_full(model, s.image)
+        pred = probs[0] < 0.5
+        truth = np.isin(codes, (INTERIOR, BOUNDARY, CELL))
+        inter += np.count_nonzero(pred & truth & lab)
+        union += np.count_nonzero((pred | truth) & lab)
+    return inter / union if union else 0.0
+
+
+def instance_f1(model: UNet, samples: Sequence[Sample]) -> float:
+    """Mean of instance F1@0.5 and mean AP (pooled) on samples with instance labels."""
+    from .metrics import instance_scores, summarize
+    from .postprocess import instances_from_probs
+
+    counts = []
+    for s in samples:
+        _, inst = instances_from_probs(_predict_full(model, s.image))
+        counts.append(instance_scores(inst, s.instances))
+    r = summarize(counts)
+    return 0.5 * (r["f1"] + r["mean_ap"])
+
+
+def split_strokes(codes: np.ndarray, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split sparse codes into train/val by whole strokes (connected components per class).
+
+    Keeps at least one stroke of each class for training; if there are too few strokes
+    the validation codes are empty.
+    """
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    train = codes.copy()
+    val = np.zeros_like(codes)
+    for c in np.unique(codes[codes > 0]):
+        comp, n = ndi.label(codes == c)
+        if n < 3:
+            continue
+        k = max(1, int(round(n * fraction)))
+        for i in rng.choice(np.arange(1, n + 1), size=k, replace=False):
+            m = comp == i
+            val[m] = c
+            train[m] = 0
+    return train, val
+
+
+def samples_from_annotations(images, annotations, percentiles=(1.0, 99.8), val_fraction: float = 0.2, seed: int = 0):
+    """Training and validation samples from user images and annotation arrays.
+
+    Accepts 2D pairs and stacks (annotated planes only). Returns ``(train, val, kinds)``
+    where ``kinds`` says how each annotation was read. Raises ``ValueError`` with a clear
+    message for empty annotations, shape mismatches or a single painted class.
+    """
+    train, val, kinds = [], [], []
+    for k, (img, ann) in enumerate(zip(images, annotations)):
+        img = np.asarray(img)
+        ann = np.asarray(ann)
+        if img.shape != ann.shape:
+            raise ValueError(f"annotation shape {ann.shape} differs from image shape {img.shape}")
+        planes_i = img.reshape((-1,) + img.shape[-2:])
+        planes_a = ann.reshape((-1,) + ann.shape[-2:])
+        for i, (pi, pa) in enumerate(zip(planes_i, planes_a)):
+            kind = annotation_kind(pa)
+            if kind == "empty":
+                continue
+            kinds.append(kind)
+            x = normalize(pi, *percentiles)
+            if kind == "instances":
+                inst = pa.astype(np.int32)
+                # hold out nothing from dense instances: validate on them whole
+                train.append(Sample(x, instances=inst, name=f"{k}:{i}"))
+                continue
+            codes = targets_from_annotation(pa)
+            tr, va = split_strokes(codes, val_fraction, seed)
+            train.append(Sample(x, codes=tr, name=f"{k}:{i}"))
+            if va.any():
+                val.append(Sample(x, codes=va, name=f"{k}:{i}"))
+    if not train:
+        raise ValueError("the annotation layer is empty: paint some cells (1) and background (2) first")
+    classes = set()
+    for s in train:
+        c = s.full_codes()
+        if np.isin(c, (CELL, INTERIOR, BOUNDARY)).any():
+            classes.add("cell")
+        if (c == BACKGROUND).any():
+            classes.add("background")
+    if len(classes) < 2:
+        missing = "not cell (2)" if "cell" in classes else "cell (1)"
+        raise ValueError(f"only one class is painted: add a few strokes of {missing} too")
+    if not val:
+        val = list(train)
+    return train, val, kinds

@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not DATA.is_dir():  # CI clones the project next to shared/
+    DATA = Path(os.environ.get("NAPARI_UNET_DATA", DATA))
+
+
+@pytest.fixture(autouse=True)
+def _user_models(tmp_path, monkeypatch):
+    """Every test gets an empty user-model folder, never the real one."""
+    monkeypatch.setenv("NAPARI_UNET_MODEL_DIR", str(tmp_path / "user-models"))
+
+
+@pytest.fixture
+def data_dir():
+    if not DATA.is_dir():
+        pytest.skip("shared/data not found")
+    return DATA
+
+
+def discs(shape=(96, 128), centers=((40, 40), (40, 62), (70, 100)), radius=12):
+    """Instance labels of discs; the first two touch."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    lab = np.zeros(shape, np.int32)
+    for i, (cy, cx) in enumerate(centers, 1):
+        d = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+        lab[d & (lab == 0)] = i
+    return lab

@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from napari_unet.core.model import PRESETS, UNet, UNetConfig, build_model
+
+
+@pytest.mark.parametrize("depth,base", [(1, 4), (2, 4), (3, 8)])
+def test_shapes_and_backward(depth, base):
+    net = UNet(UNetConfig(depth=depth, base_channels=base))
+    x = torch.randn(2, 1, 64, 32, requires_grad=True)
+    y = net(x)
+    assert y.shape == (2, 3, 64, 32)
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_invalid_input_gives_clear_error():
+    net = UNet(UNetConfig(depth=3, base_channels=4))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        net(torch.zeros(1, 1, 60, 64))
+    with pytest.raises(ValueError, match="input channel"):
+        net(torch.zeros(1, 2, 64, 64))
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        net(torch.zeros(1, 64, 64))
+    with pytest.raises(ValueError):
+        UNetConfig(padding="circular")
+
+
+def test_paper_preset_geometry():
+    cfg = PRESETS["ronneberger2015"]
+    net = UNet(cfg)
+    # Ronneberger et al. 2015, Fig. 1: a 572x572 tile gives a 388x388 output map
+    assert net.output_size(572) == 388
+    assert net.shrink() == 92
+    assert net.output_size(570) is None
+    small = UNet(UNetConfig(depth=2, base_channels=4, padding="valid", norm="none"))
+    n = next(n for n in range(40, 100) if small.output_size(n))
+    out = small(torch.zeros(1, 1, n, n))
+    assert out.shape[-1] == small.output_size(n) == n - 2 * small.shrink()
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_receptive_radius_bounds_true_receptive_field(depth):
+    """The analytic radius used for exact tiling covers every input pixel that matters."""
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(depth=depth, base_channels=4)).eval()
+    n = 2 * 8 * 2**depth
+    x = torch.randn(1, 1, n, n, requires_grad=True)
+    c = n // 2
+    net(x)[0, 1, c, c].backward()
+    ys, xs = torch.nonzero(x.grad[0, 0].abs() > 0, as_tuple=True)
+    reach = max((ys - c).abs().max().item(), (xs - c).abs().max().item())
+    assert reach <= net.receptive_radius()
+    assert reach >= net.receptive_radius() - 2 * 2**depth  # and the bound is not loose
+
+
+def test_build_model_presets():
+    assert build_model().config == PRESETS["default"]
+    assert build_model({"depth": 2, "base_channels": 4}).config.depth == 2
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_model("nope")

@@ -1,0 +1,44 @@
+import numpy as np
+
+from conftest import discs
+from napari_unet.core.losses import BACKGROUND, BOUNDARY, INTERIOR, targets_from_instances
+from napari_unet.core.metrics import instance_scores, summarize
+from napari_unet.core.postprocess import instances_from_probs, remove_small
+
+
+def _probs_from_targets(t):
+    p = np.zeros((3,) + t.shape, np.float32)
+    p[0][t == BACKGROUND] = 0.9
+    p[1][t == INTERIOR] = 0.9
+    p[2][t == BOUNDARY] = 0.9
+    p += 0.05
+    return p / p.sum(0)
+
+
+def test_touching_discs_are_separated():
+    lab = discs()
+    t = targets_from_instances(lab)
+    sem, inst = instances_from_probs(_probs_from_targets(t))
+    assert inst.max() == 3
+    np.testing.assert_array_equal(sem, lab > 0)
+    r = summarize([instance_scores(inst, lab)])
+    assert r["f1"] == 1.0 and r["mean_ap"] > 0.8
+
+
+def test_semantic_alone_merges_touching_discs():
+    lab = discs()
+    p = np.stack([(lab == 0).astype(np.float32), (lab > 0).astype(np.float32)])
+    _, inst = instances_from_probs(p)
+    assert inst.max() == 2  # the two touching discs become one object without a boundary class
+
+
+def test_empty_and_small():
+    p = np.zeros((3, 20, 20), np.float32)
+    p[0] = 1
+    sem, inst = instances_from_probs(p)
+    assert not sem.any() and not inst.any() and inst.dtype == np.uint16
+    lab = np.zeros((10, 10), np.int32)
+    lab[0, 0] = 5
+    lab[5:9, 5:9] = 7
+    out = remove_small(lab, 4)
+    assert out.max() == 1 and (out > 0).sum() == 16
