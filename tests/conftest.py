@@ -30,3 +30,14 @@ def discs(shape=(96, 128), centers=((40, 40), (40, 62), (70, 100)), radius=12):
         d = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
         lab[d & (lab == 0)] = i
     return lab
+
+
+@pytest.fixture
+def shipped_model():
+    """Name of the default shipped model (tests that need real weights)."""
+    from napari_unet.core.models import DEFAULT_MODEL, list_models
+
+    names = [m.name for m in list_models() if m.source == "shipped"]
+    if DEFAULT_MODEL not in names:
+        pytest.fail(f"shipped model {DEFAULT_MODEL!r} missing from src/napari_unet/weights")
+    return DEFAULT_MODEL

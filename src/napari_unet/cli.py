@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--diameter", type=float, default=None, help="rescale every set so its median object diameter is this many px")
     t.add_argument("--loss", choices=["boundary", "weightmap"], default="boundary")
     t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt, written at every validation")
     return p
 
 
@@ -133,7 +134,7 @@ def cmd_train(args) -> int:
 
     from .core.data import find_pairs, median_diameter, read_image, rescale_pair
     from .core.model import build_model
-    from .core.models import load_model, save_model
+    from .core.models import atomic_save, load_model, save_model
     from .core.normalize import normalize
     from .core.training import Sample, TrainConfig, Trainer, instance_f1
 
@@ -176,14 +177,21 @@ def cmd_train(args) -> int:
         time_budget=args.time_budget, val_every=args.val_every, seed=args.seed, loss=args.loss,
     )
     trainer = Trainer(model, train, val, cfg, score_fn=instance_f1)
+    ckpt_path = Path(str(args.output) + ".ckpt")
+    if args.resume:
+        if not ckpt_path.is_file():
+            raise UserError(f"--resume: no checkpoint {ckpt_path}")
+        trainer.resume(torch.load(ckpt_path, map_location="cpu", weights_only=True))
+        print(f"resuming from step {trainer.step}")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     print(f"training on {len(train)} images, validating on {len(val)}; {cfg.steps} steps, precision {trainer.precision}")
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         tqdm = None
-    bar = tqdm(total=cfg.steps, unit="step", file=sys.stdout, mininterval=5) if tqdm else None
+    bar = tqdm(total=cfg.steps, initial=trainer.step, unit="step", file=sys.stdout, mininterval=5) if tqdm else None
     t0 = time.perf_counter()
-    last = 0
+    last = trainer.step
     for p in trainer.run():
         if bar is not None:
             bar.update(p.step - last)
@@ -192,6 +200,7 @@ def cmd_train(args) -> int:
         if p.val_score is not None:
             msg = f"step {p.step}: loss {p.loss:.4f} val score {p.val_score:.4f} best {p.best_score:.4f}"
             (bar.write if bar else print)(msg)
+            atomic_save(trainer.checkpoint(), ckpt_path)
     if bar is not None:
         bar.close()
     name = args.name or Path(args.output).stem

@@ -237,7 +237,9 @@ class Segmenter:
         B = self.block
         scale = 1.0 / self._scale(diameter)  # image pixels per model pixel
         halo = int(math.ceil(max(128, 2 * (self.model.receptive_radius() + 8)) * scale))
-        halo = min(halo, B // 2)
+        m = self.model.multiple  # block origins on the pooling grid keep probabilities exact
+        halo = -(-min(halo, B // 2) // m) * m
+        B = -(-B // m) * m
         ny, nx = -(-h // B), -(-w // B)
         semantic = np.zeros((h, w), np.uint8)
         instances = np.zeros((h, w), np.uint32)

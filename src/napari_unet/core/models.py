@@ -163,10 +163,19 @@ def save_model(path: str | os.PathLike, model: "UNet", meta: dict | None = None,
         "meta": _plain(meta or {}),
         "state_dict": state,
     }
+    atomic_save(data, path)
+    return path
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half file."""
+    import torch
+
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -174,7 +183,6 @@ def save_model(path: str | os.PathLike, model: "UNet", meta: dict | None = None,
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
 
 
 def _plain(obj):

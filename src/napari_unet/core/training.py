@@ -128,6 +128,8 @@ class Trainer:
         self.best_score: float | None = None
         self.history: list[Progress] = []
         self.step = 0
+        self._opt = None
+        self._opt_state = None
         self._weights = None
         if self.cfg.loss not in ("boundary", "weightmap"):
             raise ValueError(f"loss must be 'boundary' or 'weightmap', got {self.cfg.loss!r}")
@@ -165,8 +167,9 @@ class Trainer:
     # ---- loop ------------------------------------------------------------------------
     def run(self) -> Generator[Progress, None, list[Progress]]:
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
+        # a resumed run continues with a fresh but deterministic stream
+        torch.manual_seed(cfg.seed + self.step)
+        rng = np.random.default_rng(cfg.seed + self.step)
         model = self.model.to(self.device)
         model.train()
         if cfg.freeze_norm:
@@ -174,6 +177,9 @@ class Trainer:
                 if isinstance(m, torch.nn.BatchNorm2d):
                     m.eval()
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if self._opt_state is not None:
+            opt.load_state_dict(self._opt_state)
+        self._opt = opt
         total = cfg.steps
 
         def lr_at(step: int, frac_time: float) -> float:
@@ -229,6 +235,27 @@ class Trainer:
             model.load_state_dict(self.best_state)
         model.eval()
         return self.history
+
+    def checkpoint(self) -> dict:
+        """Everything needed to resume: weights, optimiser, step, best weights and score."""
+        return {
+            "format": "napari-unet-checkpoint/1",
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self._opt.state_dict() if self._opt is not None else None,
+            "best_state": self.best_state,
+            "best_score": self.best_score,
+        }
+
+    def resume(self, ckpt: dict) -> None:
+        """Continue from :meth:`checkpoint` output (e.g. read with ``weights_only=True``)."""
+        if ckpt.get("format") != "napari-unet-checkpoint/1":
+            raise ValueError("not a napari-unet training checkpoint")
+        self.model.load_state_dict(ckpt["model"])
+        self._opt_state = ckpt.get("optimizer")
+        self.step = int(ckpt["step"])
+        self.best_state = ckpt.get("best_state")
+        self.best_score = ckpt.get("best_score")
 
     def _record(self, p: Progress) -> Progress:
         self.history.append(p)

@@ -1,0 +1,80 @@
+"""Segmenter on odd inputs (tiny random model) and on real data (shipped model)."""
+
+import pickle
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet.core.inference import Segmenter, as_planes
+from napari_unet.core.metrics import instance_scores, summarize
+from napari_unet.core.model import UNet, UNetConfig
+from napari_unet.core.models import install_model, list_models, load_model, save_model, user_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("m") / "tiny.pt"
+    save_model(path, UNet(UNetConfig(depth=2, base_channels=4)), {"name": "tiny", "diameter": 20})
+    return path
+
+
+@pytest.mark.parametrize(
+    "image,shape",
+    [
+        (np.zeros((3, 4), np.uint8), (3, 4)),
+        (np.ones((1, 1), bool), (1, 1)),
+        (np.arange(70 * 90, dtype=np.int32).reshape(70, 90), (70, 90)),
+        (np.random.default_rng(0).random((2, 3, 40, 30)), (2, 3, 40, 30)),
+        (np.random.default_rng(0).integers(0, 255, (50, 60, 3), dtype=np.uint8), (50, 60)),
+    ],
+)
+def test_any_shape_and_dtype(tiny_model, image, shape):
+    seg = Segmenter(str(tiny_model), tile=64)
+    res = seg.segment(image)
+    assert res.semantic.shape == shape and res.instances.shape == shape
+    assert res.semantic.dtype == np.uint8 and res.instances.dtype in (np.uint16, np.uint32)
+
+
+def test_planes_notes():
+    planes, notes, shape = as_planes(np.zeros((5, 8, 9)))
+    assert planes.shape == (5, 8, 9) and "5 2D planes" in notes[0] and shape == (5, 8, 9)
+    with pytest.raises(ValueError):
+        as_planes(np.zeros(5))
+    with pytest.raises(ValueError):
+        as_planes(np.array([["a"]]))
+
+
+def test_model_files_are_loaded_safely(tmp_path, tiny_model):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    evil = tmp_path / "evil.pt"
+    with open(evil, "wb") as f:
+        pickle.dump({"format": "napari-unet/1", "x": Evil()}, f)
+    with pytest.raises(ValueError, match="cannot read"):
+        load_model(evil)
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(tiny_model.read_bytes()[:100])
+    with pytest.raises(ValueError):
+        load_model(trunc)
+    # install into the (test-isolated) user folder; no temporary files are left behind
+    dest = install_model(tiny_model, "my model")
+    assert dest.parent == user_dir() and [p.name for p in user_dir().iterdir()] == ["my model.pt"]
+    assert "my model" in [m.name for m in list_models()]
+    with pytest.raises(FileExistsError):
+        install_model(tiny_model, "my model")
+    with pytest.raises(ValueError, match="invalid model name"):
+        install_model(tiny_model, "../escape")
+
+
+def test_blockwise_equals_whole_on_real_image(data_dir, shipped_model):
+    img = tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif")
+    whole = Segmenter(shipped_model).segment(img)
+    blocks = Segmenter(shipped_model, block=200).segment(img)
+    np.testing.assert_array_equal(blocks.semantic, whole.semantic)
+    r = summarize([instance_scores(blocks.instances, whole.instances)], thresholds=(0.5, 0.9))
+    assert r["f1"] > 0.97

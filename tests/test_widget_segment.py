@@ -1,0 +1,84 @@
+"""The Segment widget in a real napari viewer (under Xvfb via pytest-xvfb)."""
+
+import numpy as np
+import pytest
+
+from napari_unet._sample_data import nuclei
+from napari_unet._widgets.segment import SegmentWidget
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer, shipped_model):
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget
+
+
+def test_segment_adds_and_updates_layers(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    data, kwargs, _ = nuclei()[0]
+    image = viewer.add_image(data, scale=(0.5, 0.5), translate=(10, 20), **kwargs)
+    assert widget._image.value is image  # follows the active layer
+    assert widget._model.value in widget._model.choices
+    before = image.data.copy()
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    names = [lay.name for lay in viewer.layers]
+    assert f"{image.name} cells" in names and f"{image.name} instances" in names
+    inst = viewer.layers[f"{image.name} instances"]
+    cells = viewer.layers[f"{image.name} cells"]
+    assert inst.data.shape == data.shape
+    assert tuple(inst.scale) == (0.5, 0.5) and tuple(inst.translate) == (10, 20)
+    assert inst.data.max() > 50  # a BBBC039 field has ~100 nuclei
+    assert set(np.unique(cells.data)) == {0, 1}
+    np.testing.assert_array_equal(image.data, before)  # the image is never modified
+    # running again updates the same layers instead of adding copies
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert len(viewer.layers) == 3
+
+
+def test_stack_and_rgb_inputs(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    data = nuclei()[0][0][:128, :160]
+    stack = viewer.add_image(np.stack([data, data[::-1]]), name="stack")
+    widget._image.value = stack
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    inst = viewer.layers["stack instances"]
+    assert inst.data.shape == stack.data.shape and inst.data[0].max() > 0 and inst.data[1].max() > 0
+    assert "2D planes" in widget._status.value
+    rgb = viewer.add_image(np.repeat((data // 16).astype(np.uint8)[..., None], 3, -1), name="rgb", rgb=True)
+    widget._image.value = rgb
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert viewer.layers["rgb instances"].data.shape == data.shape
+
+
+def test_bad_inputs_notify_without_crashing(viewer_widget, qtbot, monkeypatch):
+    viewer, widget = viewer_widget
+    messages = []
+    import napari_unet._widgets._common as common
+
+    monkeypatch.setattr(common, "show_error", lambda msg: messages.append(msg))
+    const = viewer.add_image(np.full((40, 50), 3, np.uint16), name="constant")
+    widget._image.value = const
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert viewer.layers["constant instances"].data.max() == 0  # nothing found, no crash
+    nan = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    nan[10:20] = np.nan
+    viewer.add_image(nan, name="nan")
+    widget._image.value = viewer.layers["nan"]
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert "nan instances" in [lay.name for lay in viewer.layers]
+    assert messages == []
+    tiny = viewer.add_image(np.zeros((3, 4), np.uint8), name="tiny")
+    widget._image.value = tiny
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert viewer.layers["tiny instances"].data.shape == (3, 4)
