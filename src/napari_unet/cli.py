@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--output", "-o", required=True, help="output folder")
     s.add_argument("--model", "-m", default=None, help="shipped/user model name or .pt file (default: the default model)")
     s.add_argument("--diameter", default=None, help="typical cell diameter in pixels, or 'auto' to estimate (default: the model's)")
-    s.add_argument("--tile", type=int, default=512, help="tile size in pixels (default 512)")
+    s.add_argument("--tile", type=int, default=1024, help="largest tile side in pixels (default 1024; smaller uses less memory)")
     s.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     s.add_argument("--rgb", action="store_true", help="treat a last axis of 3/4 as colour (auto-detected otherwise)")
     s.add_argument("--quiet", "-q", action="store_true")

@@ -80,7 +80,7 @@ class Segmenter:
         self,
         model: LoadedModel | str | None = None,
         precision: str = "auto",
-        tile: int = 512,
+        tile: int = 1024,
         block: int = 2048,
         batch_size: int = 1,
         device: str | None = None,

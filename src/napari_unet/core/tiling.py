@@ -48,7 +48,10 @@ class TileGeometry:
         core = max(_round_up(int(core), multiple), 2 * self.blend + multiple)
         # Padded extent of the output grid: at least one core, aligned to the pool grid.
         self.extent = tuple(_round_up(s, multiple) for s in self.shape)
-        self.core = tuple(min(core, e) for e in self.extent)
+        # Balanced tiles: as few as ``core`` allows, equal in size, so little is wasted.
+        self.core = tuple(
+            min(e, _round_up(-(-e // -(-e // core)), multiple)) for e in self.extent
+        )
         self.starts = tuple(
             self._starts(e, c, self.blend) for e, c in zip(self.extent, self.core)
         )

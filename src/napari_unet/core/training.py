@@ -145,9 +145,12 @@ class Trainer:
     # ---- data ------------------------------------------------------------------------
     def _batch(self, rng: np.random.Generator):
         cfg = self.cfg
+        if getattr(self, "_p", None) is None:  # images are drawn in proportion to their area
+            area = np.array([s.image.shape[-1] * s.image.shape[-2] for s in self.train], float)
+            self._p = area / area.sum()
         imgs, tgts, wts = [], [], []
         for _ in range(cfg.batch):
-            s = self.train[rng.integers(len(self.train))]
+            s = self.train[rng.choice(len(self.train), p=self._p)]
             if s.instances is not None:
                 img, inst = sample_patch(s.image, s.instances, cfg.patch, rng, cfg.augment)
                 tgt = targets_from_instances(inst)
