@@ -42,3 +42,17 @@ def test_empty_and_small():
     lab[5:9, 5:9] = 7
     out = remove_small(lab, 4)
     assert out.max() == 1 and (out > 0).sum() == 16
+
+
+def test_min_distance_splits_touching_discs_without_a_boundary_gap():
+    lab = discs(centers=((40, 40), (40, 62)), radius=12)
+    p = np.full((3,) + lab.shape, 0.05, np.float32)
+    p[0][lab == 0] = 0.9
+    p[1][lab > 0] = 0.9  # interior everywhere: the boundary class missed the contact
+    p /= p.sum(0)
+    _, merged = instances_from_probs(p)
+    assert merged.max() == 1
+    _, split = instances_from_probs(p, min_distance=9)
+    assert split.max() == 2
+    r = summarize([instance_scores(split, lab)])
+    assert r["f1"] == 1.0

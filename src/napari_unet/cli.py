@@ -7,6 +7,7 @@ there is never a traceback for them.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -211,7 +212,7 @@ def cmd_train(args) -> int:
         "normalization": [1.0, 99.8],
         "classes": ["background", "interior", "boundary"],
         "training": {
-            "command": "napari-unet " + " ".join(sys.argv[1:]) if sys.argv and "napari-unet" in sys.argv[0] else "",
+            "command": "napari-unet " + shlex.join(sys.argv[1:]) if sys.argv and "napari-unet" in sys.argv[0] else "",
             "images": [str(p) for p, _ in pairs],
             "steps": trainer.step,
             "seconds": round(time.perf_counter() - t0, 1),

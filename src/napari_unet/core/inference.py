@@ -190,7 +190,7 @@ class Segmenter:
         estimate = None
         for _ in range(2):
             probs = self.probabilities(crop, estimate, limits)
-            _, inst = instances_from_probs(probs, self.threshold, min_size=self.min_size)
+            _, inst = instances_from_probs(probs, self.threshold, min_size=self._min_size(estimate), min_distance=self._min_distance(estimate))
             if inst.max() == 0:
                 return estimate
             areas = np.bincount(inst.ravel())[1:]
@@ -216,10 +216,15 @@ class Segmenter:
         min_size = self._min_size(diameter)
         if h <= self.block and w <= self.block:
             probs = self.probabilities(plane, diameter, limits, _tile_progress(progress))
-            semantic, instances = instances_from_probs(probs, self.threshold, min_size=min_size)
+            semantic, instances = instances_from_probs(probs, self.threshold, min_size=min_size, min_distance=self._min_distance(diameter))
         else:
             semantic, instances = self._segment_blocks(plane, diameter, limits, min_size, progress)
         return Segmentation(semantic, instances, notes, diameter or self.loaded.diameter)
+
+    def _min_distance(self, diameter) -> int | None:
+        """Seed spacing for splitting touching cells: 0.4 x the cell diameter in pixels."""
+        d = float(diameter) if diameter else self.loaded.diameter
+        return max(2, int(round(0.4 * d))) if d else None
 
     def _min_size(self, diameter) -> int:
         if not diameter or not self.loaded.diameter:
@@ -250,7 +255,7 @@ class Segmenter:
             Y0, X0 = max(0, y0 - halo), max(0, x0 - halo)
             Y1, X1 = min(h, y1 + halo), min(w, x1 + halo)
             probs = self.probabilities(plane[Y0:Y1, X0:X1], diameter, limits)
-            sem, inst = instances_from_probs(probs, self.threshold, min_size=min_size)
+            sem, inst = instances_from_probs(probs, self.threshold, min_size=min_size, min_distance=self._min_distance(diameter))
             del probs
             semantic[y0:y1, x0:x1] = sem[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
             n = int(inst.max())

@@ -174,6 +174,7 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is meant to be shared
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
