@@ -56,3 +56,13 @@ def test_min_distance_splits_touching_discs_without_a_boundary_gap():
     assert split.max() == 2
     r = summarize([instance_scores(split, lab)])
     assert r["f1"] == 1.0
+
+
+def test_iou_matrix_without_background():
+    from napari_unet.core.metrics import iou_matrix
+
+    two = np.ones((4, 4), np.int32)
+    two[:, 2:] = 2
+    iou = iou_matrix(two, np.ones((4, 4), np.int32))
+    assert iou.shape == (2, 1)
+    np.testing.assert_allclose(iou[:, 0], [0.5, 0.5])

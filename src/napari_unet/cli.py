@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=["boundary", "weightmap"], default="boundary")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt, written at every validation")
+    from . import _cli_evaluate, _cli_finetune
+
+    _cli_evaluate.add_parser(sub)
+    _cli_finetune.add_parser(sub)
     return p
 
 
@@ -66,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_segment(args)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "evaluate":
+            from . import _cli_evaluate
+
+            return _cli_evaluate.run(args)
+        if args.command == "finetune":
+            from . import _cli_finetune
+
+            return _cli_finetune.run(args)
     except UserError as exc:
         print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -33,10 +33,11 @@ def pixel_scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = 
 
 def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """IoU between every true (rows) and predicted (columns) object, ids renumbered 1..N."""
-    t = np.asarray(truth).ravel()
-    p = np.asarray(pred).ravel()
-    _, t = np.unique(t, return_inverse=True) if t.max() > 0 else (None, t)
-    _, p = np.unique(p, return_inverse=True) if p.max() > 0 else (None, p)
+    # a 0 is prepended so that id 0 always maps to row/column 0, even with no background
+    t = np.concatenate([[0], np.asarray(truth).ravel()])
+    p = np.concatenate([[0], np.asarray(pred).ravel()])
+    t = np.unique(t, return_inverse=True)[1].ravel()
+    p = np.unique(p, return_inverse=True)[1].ravel()
     nt, np_ = int(t.max()) + 1, int(p.max()) + 1
     inter = coo_matrix((np.ones(t.size, np.int64), (t, p)), shape=(nt, np_)).toarray()
     area_t = inter.sum(1, keepdims=True)

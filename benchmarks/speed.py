@@ -1,0 +1,137 @@
+"""End-to-end segmentation speed (megapixels per second), bf16 against fp32.
+
+    python benchmarks/speed.py                           # default model
+    python benchmarks/speed.py --model runs/nuclei.pt --limit 10
+
+Times what ``napari-unet segment`` does per image (read the TIFF, normalise, run the
+network over tiles, post-process into instances; writing the output is not included) for
+the real val images of bbbc039 and usiigaci and for a synthetic 2048 x 2048 image, with
+bf16 autocast and with plain fp32. Model loading and one warm-up image are not timed.
+Also prints F1@0.5 on bbbc039/val for both precisions: bf16 must not cost accuracy.
+A network-only line times one 512 x 512 tile, the figure quoted in the design notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from accuracy import val_pairs  # noqa: E402
+from memory import default_model, synthetic_nuclei  # noqa: E402
+
+SETS = ("bbbc039", "usiigaci")
+
+
+def tile_ms(seg, size: int = 512, repeats: int = 5) -> float:
+    """Median milliseconds of the network alone on one ``size`` x ``size`` tile."""
+    x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
+    seg._predict_batch(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        seg._predict_batch(x)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="model name or .pt file (default: the default model)")
+    p.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
+    p.add_argument("--limit", type=int, default=None, help="first N images of each set")
+    p.add_argument("--synthetic", type=int, default=2048, help="side of the synthetic image (0: skip)")
+    p.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"])
+    args = p.parse_args(argv)
+
+    import tifffile
+    import torch
+
+    from napari_unet.core.data import read_image
+    from napari_unet.core.evaluation import evaluate_model
+    from napari_unet.core.inference import Segmenter, bf16_supported
+
+    model = args.model or default_model()
+    load_before = os.getloadavg()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="napari-unet-speed-"))
+    synth_path = None
+    if args.synthetic:
+        image, n_blobs = synthetic_nuclei((args.synthetic, args.synthetic))
+        synth_path = tmp / f"synthetic_{args.synthetic}.tif"
+        tifffile.imwrite(synth_path, image)
+        del image
+
+    results: dict[tuple[str, str], dict] = {}
+    tiles = {}
+    for prec in args.precisions:
+        seg = Segmenter(model, precision=prec)
+        tiles[prec] = tile_ms(seg)
+        for s in args.sets:
+            pairs = val_pairs(s, args.limit)
+            print(f"{prec}: {s}/val ({len(pairs)} images) ...", file=sys.stderr, flush=True)
+            res = evaluate_model(model, pairs, segmenter=seg, warmup=True)
+            results[(s, prec)] = res
+        if synth_path is not None:
+            print(f"{prec}: synthetic {args.synthetic} x {args.synthetic} ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            img = read_image(synth_path)
+            out = seg.segment(img)
+            dt = time.perf_counter() - t0
+            results[("synthetic", prec)] = {
+                "n_images": 1, "megapixels": img.size / 1e6, "seconds": dt, "mp_per_s": img.size / 1e6 / dt,
+                "f1": None, "cells": int(out.instances.max()),
+            }
+    load_after = os.getloadavg()[0]
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print(f"End-to-end speed of {model} (read + normalise + network + post-processing); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, native bf16: {bf16_supported()}; "
+          f"load average {load_before:.2f} before, {load_after:.2f} after")
+    print()
+    head = "| input | images | MP | " + " | ".join(f"{p} MP/s" for p in args.precisions)
+    if len(args.precisions) == 2:
+        head += f" | {args.precisions[0]} speed-up"
+    print(head + " |")
+    print("|---|---:|---:|" + "---:|" * (len(args.precisions) + (len(args.precisions) == 2)))
+    inputs = [s for s in args.sets] + (["synthetic"] if synth_path is not None else [])
+    for inp in inputs:
+        r0 = results[(inp, args.precisions[0])]
+        label = f"{inp}/val" if inp != "synthetic" else f"synthetic {args.synthetic} x {args.synthetic}"
+        row = f"| {label} | {r0['n_images']} | {r0['megapixels']:.1f} | "
+        row += " | ".join(f"{results[(inp, p)]['mp_per_s']:.2f}" for p in args.precisions)
+        if len(args.precisions) == 2:
+            a, b = (results[(inp, p)]["mp_per_s"] for p in args.precisions)
+            row += f" | x{a / b:.2f}"
+        print(row + " |")
+    print()
+    print("Network only, one 512 x 512 tile: " + ", ".join(f"{p} {tiles[p]:.0f} ms" for p in args.precisions))
+    if "bbbc039" in args.sets:
+        f1 = {p: results[("bbbc039", p)]["f1"] for p in args.precisions}
+        ap = {p: results[("bbbc039", p)]["mean_ap"] for p in args.precisions}
+        print("F1@0.5 on bbbc039/val: " + ", ".join(f"{p} {f1[p]:.4f}" for p in args.precisions)
+              + "; mean AP: " + ", ".join(f"{p} {ap[p]:.4f}" for p in args.precisions))
+        if len(f1) == 2:
+            diff = abs(f1["bf16"] - f1["fp32"]) if set(f1) == {"bf16", "fp32"} else 0.0
+            print(f"{'OK' if diff <= 0.01 else 'CHECK'}: |F1 bf16 - F1 fp32| = {diff:.4f} (tolerance 0.01)")
+    for inp in ("usiigaci",):
+        if inp in args.sets:
+            print(f"F1@0.5 on {inp}/val: " + ", ".join(f"{p} {results[(inp, p)]['f1']:.4f}" for p in args.precisions))
+    if synth_path is not None:
+        print("cells found in the synthetic image: " + ", ".join(f"{p} {results[('synthetic', p)]['cells']}" for p in args.precisions)
+              + f" (blobs drawn: {n_blobs})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,672 @@
+"""Fine-tuning a model on a user's painted annotations: the code the widget and the CLI share.
+
+:func:`make_finetuner` turns image / annotation pairs (the widget's convention: ``0``
+unlabeled, ``1`` cell, ``2`` not cell; ids above 2 mean instance annotation) into a
+:class:`~.training.Trainer` started from a base model, with settings chosen for an
+interactive loop on a laptop CPU. :class:`FinetuneSession` runs it as a generator that
+yields :class:`~.training.Progress` and, every few seconds, a :class:`Preview` (the current
+weights' segmentation of a region the caller asks for). :func:`save_finetuned` writes the
+result as an ordinary model file (``segment --model FILE`` reads it).
+
+The settings (:data:`FINETUNE_DEFAULTS`) were chosen on ``isbi2012/val`` with
+``benchmarks/finetune.py`` (simulated strokes, a new modality for the shipped model): small
+patches around the strokes so each step takes ~0.1 s on one core and the first preview
+comes within seconds; batch norm statistics adapt to the new images (not frozen), because
+the base model's statistics belong to another modality.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .augment import AugmentConfig
+from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
+from .models import LoadedModel, check_name, list_models, load_model, save_model, user_dir
+from .normalize import normalize, percentiles as compute_percentiles
+from .training import Progress, Sample, TrainConfig, Trainer, samples_from_annotations
+
+__all__ = [
+    "FINETUNE_DEFAULTS",
+    "FinetuneInfo",
+    "Preview",
+    "PreviewRequest",
+    "FinetuneSession",
+    "finetune_config",
+    "make_finetuner",
+    "save_finetuned",
+    "describe_reading",
+    "predict_region",
+    "labeled_miou",
+    "default_threads",
+    "revert_to_base",
+    "simulate_strokes",
+]
+
+#: Fine-tuning settings (see the module docstring for how they were chosen).
+FINETUNE_DEFAULTS: dict = dict(
+    patch=128,
+    batch=4,
+    lr=1e-3,
+    weight_decay=1e-4,
+    warmup=10,
+    val_every=10**9,  # validate by time, not by steps
+    val_every_s=3.0,
+    freeze_norm=False,
+    loss="boundary",
+    class_balance=True,  # weight cell and not-cell strokes equally, however much of each is painted
+)
+_EXTRA_KEYS = ("class_balance",)
+
+#: Steps cap when no time budget is given (training then runs until stopped).
+_OPEN_ENDED_STEPS = 10**9
+
+_READINGS = {
+    "sparse": "sparse strokes (0 = unlabeled, ignored)",
+    "dense": "dense labels (every pixel 1 = cell or 2 = not cell)",
+    "instances": "instance annotation (ids > 2: one id per cell, 0 = background)",
+}
+
+
+def default_threads() -> int:
+    """Torch threads for training next to a GUI: all cores but one (at least one)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def describe_reading(kinds: Sequence[str]) -> str:
+    """A sentence on how the annotation was read, from the per-plane kinds."""
+    uniq = [k for k in ("sparse", "dense", "instances") if k in kinds]
+    if not uniq:
+        return "empty"
+    parts = [_READINGS[k] for k in uniq]
+    n = len(kinds)
+    planes = f" on {n} annotated plane{'s' if n != 1 else ''}"
+    if len(uniq) == 1:
+        return parts[0] + planes
+    return "mixed: " + "; ".join(parts) + planes
+
+
+def finetune_config(time_budget: float | None = None, seed: int = 0, **overrides) -> TrainConfig:
+    """The :class:`TrainConfig` used for fine-tuning, with ``overrides`` applied."""
+    opts = dict(FINETUNE_DEFAULTS)
+    opts.update(overrides)
+    for k in _EXTRA_KEYS:
+        opts.pop(k, None)
+    if time_budget is not None:
+        if not time_budget > 0:
+            raise ValueError(f"the time budget must be positive, got {time_budget}")
+    opts.setdefault("steps", _OPEN_ENDED_STEPS)
+    if "augment" not in opts:
+        opts["augment"] = AugmentConfig()
+    return TrainConfig(time_budget=time_budget, seed=seed, **opts)
+
+
+@dataclass
+class FinetuneInfo:
+    """What a fine-tuning run started from and how the annotations were read."""
+
+    base_name: str
+    base_meta: dict
+    base_state: dict  # the base weights, for "revert to base"
+    kinds: list[str]
+    reading: str
+    n_train: int
+    n_val: int
+    held_out: bool  # validation strokes held out (False: validated on the training strokes)
+    labeled: dict  # {"cell": pixels, "not cell": pixels}
+    percentiles: tuple[float, float]
+    base_path: str | None = None
+    started: float = field(default_factory=time.time)
+
+
+class FinetuneTrainer(Trainer):
+    """A :class:`Trainer` that can weight the loss per target class (``class_weights``).
+
+    ``class_weights``: a weight per target code (see :mod:`.losses`), so that the few
+    painted pixels of one class count as much as the many of the other.
+    """
+
+    class_weights: np.ndarray | None = None
+
+    def _batch(self, rng):
+        x, y, w = super()._batch(rng)
+        if self.class_weights is not None:
+            cw = torch.from_numpy(self.class_weights)[y]
+            w = cw if w is None else w * cw
+        return x, y, w
+
+
+def _balance_weights(cell: int, bg: int) -> np.ndarray:
+    """Per-code weights that give the cell and the not-cell pixels equal total weight."""
+    total = cell + bg
+    wc, wb = total / (2.0 * cell), total / (2.0 * bg)
+    # codes: 0 ignore, 1 background, 2 interior, 3 boundary, 4 cell
+    return np.array([0.0, wb, wc, wc, wc], np.float32)
+
+
+def _to_list(x) -> list:
+    if isinstance(x, np.ndarray) or not isinstance(x, (list, tuple)):
+        return [x]
+    return list(x)
+
+
+def _gray(img: np.ndarray, ann: np.ndarray, rgb: bool | None) -> np.ndarray:
+    """``img`` without a colour axis when it has one that ``ann`` lacks."""
+    if rgb is None:
+        rgb = img.ndim == ann.ndim + 1 and img.shape[:-1] == ann.shape and img.shape[-1] in (3, 4)
+    if rgb:
+        if img.shape[-1] not in (3, 4):
+            raise ValueError(f"an RGB image needs 3 or 4 colour channels last, got shape {img.shape}")
+        return img[..., :3].astype(np.float32).mean(axis=-1)
+    return img
+
+
+def make_finetuner(
+    images,
+    annotations,
+    base: str | os.PathLike | LoadedModel | None = None,
+    time_budget: float | None = None,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    rgb: bool | Sequence[bool | None] | None = None,
+    device: str | None = None,
+    score_fn=None,
+    **overrides,
+) -> tuple[Trainer, FinetuneInfo]:
+    """A :class:`Trainer` that fine-tunes ``base`` on image / annotation pairs.
+
+    ``images`` and ``annotations``: an array each or equal-length lists of arrays (2D,
+    or stacks of which the annotated planes are used; RGB images are averaged to gray).
+    ``base``: a model name, a ``.pt`` file or a :class:`LoadedModel` (copied, never
+    modified); default the default shipped model. ``time_budget``: seconds of training
+    (``None``: until :meth:`Trainer.stop`). ``overrides``: :class:`TrainConfig` fields.
+
+    Raises ``ValueError`` with a one-line message for unusable input (no annotation, a
+    single painted class, shapes that differ, mismatched list lengths).
+    """
+    images = _to_list(images)
+    annotations = _to_list(annotations)
+    if len(images) != len(annotations):
+        raise ValueError(f"{len(images)} images but {len(annotations)} annotations: give one annotation per image")
+    if not images:
+        raise ValueError("no images to fine-tune on")
+    rgbs = list(rgb) if isinstance(rgb, (list, tuple)) else [rgb] * len(images)
+    imgs, anns = [], []
+    for i, (img, ann, r) in enumerate(zip(images, annotations, rgbs)):
+        img, ann = np.asarray(img), np.asarray(ann)
+        if ann.dtype.kind not in "biu":
+            if ann.dtype.kind == "f" and np.all(np.mod(ann, 1) == 0):
+                ann = ann.astype(np.int64)
+            else:
+                raise ValueError(f"annotation {i + 1} must hold integer labels, got dtype {ann.dtype}")
+        if ann.size and ann.min() < 0:
+            raise ValueError(f"annotation {i + 1} has negative labels; use 0 = unlabeled, 1 = cell, 2 = not cell")
+        img = _gray(img, ann, r)
+        if img.shape != ann.shape:
+            raise ValueError(f"annotation {i + 1} has shape {ann.shape} but its image has shape {img.shape}")
+        if img.ndim < 2:
+            raise ValueError(f"image {i + 1} needs at least 2 dimensions, got shape {img.shape}")
+        imgs.append(img)
+        anns.append(ann)
+
+    if isinstance(base, LoadedModel):
+        loaded = LoadedModel(copy.deepcopy(base.model), dict(base.meta), base.path)
+    else:
+        loaded = load_model(base)
+    meta = dict(loaded.meta)
+    pct = tuple(float(v) for v in meta.get("normalization", (1.0, 99.8)))
+    train, val, kinds = samples_from_annotations(imgs, anns, pct, val_fraction, seed)
+    held_out = not any(v is t for v in val for t in train)
+    cell = bg = 0
+    for s in train + (val if held_out else []):
+        c = s.full_codes()
+        cell += int(np.count_nonzero(np.isin(c, (CELL, INTERIOR, BOUNDARY))))
+        bg += int(np.count_nonzero(c == BACKGROUND))
+    cfg = finetune_config(time_budget, seed=seed, **overrides)
+    model = loaded.model
+    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trainer = FinetuneTrainer(model, train, val, cfg, score_fn=score_fn or labeled_miou, device=device)
+    if overrides.get("class_balance", FINETUNE_DEFAULTS["class_balance"]) and cell and bg:
+        trainer.class_weights = _balance_weights(cell, bg)
+    info = FinetuneInfo(
+        base_name=loaded.name,
+        base_meta=meta,
+        base_state=base_state,
+        kinds=list(kinds),
+        reading=describe_reading(kinds),
+        n_train=len(train),
+        n_val=len(val),
+        held_out=held_out,
+        labeled={"cell": cell, "not cell": bg},
+        percentiles=pct,  # type: ignore[arg-type]
+        base_path=str(loaded.path) if loaded.path else None,
+    )
+    return trainer, info
+
+
+# ---- prediction of a region with the current weights ---------------------------------------
+def _autocast_enabled(device: torch.device, precision: str) -> bool:
+    if precision == "auto":
+        from .inference import bf16_supported
+
+        return device.type == "cuda" or bf16_supported()
+    return precision == "bf16"
+
+
+def predict_probs(model, image: np.ndarray, region: tuple[int, int, int, int] | None = None, precision: str = "auto") -> np.ndarray:
+    """Probabilities ``(C, h, w)`` of ``region = (y0, y1, x0, x1)`` of a normalised ``(C, H, W)`` image.
+
+    The region is predicted with its real surroundings (the receptive radius) as context,
+    so the result equals that region of a whole-image prediction. ``model`` must be in
+    eval mode.
+    """
+    from .tiling import plan_tiles, predict_tiled
+
+    if image.ndim == 2:
+        image = image[None]
+    H, W = image.shape[-2:]
+    y0, y1, x0, x1 = region if region is not None else (0, H, 0, W)
+    r = model.receptive_radius()
+    Y0, Y1, X0, X1 = max(0, y0 - r), min(H, y1 + r), max(0, x0 - r), min(W, x1 + r)
+    crop = np.ascontiguousarray(image[:, Y0:Y1, X0:X1], dtype=np.float32)
+    device = next(model.parameters()).device
+    amp = _autocast_enabled(device, precision)
+
+    def predictor(batch):
+        x = torch.from_numpy(batch).to(device)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        return torch.softmax(logits.float(), 1).cpu().numpy()
+
+    geom = plan_tiles(crop.shape[-2:], model, tile=512, margin=r)
+    probs = predict_tiled(crop, predictor, geom, model.config.out_channels)
+    return probs[:, y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
+
+
+def predict_region(
+    model,
+    plane: np.ndarray,
+    region: tuple[int, int, int, int] | None = None,
+    limits: tuple[float, float] | None = None,
+    percentiles: tuple[float, float] = (1.0, 99.8),
+    threshold: float = 0.5,
+    min_size: int = 15,
+    precision: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Semantic and instance labels of ``region`` of a raw 2D ``plane`` with ``model`` as it is now.
+
+    ``limits``: the plane's normalisation limits (computed from the whole plane when
+    omitted, so a region is normalised like the whole image).
+    """
+    from .postprocess import instances_from_probs
+
+    plane = np.asarray(plane)
+    H, W = plane.shape
+    y0, y1, x0, x1 = region if region is not None else (0, H, 0, W)
+    if limits is None:
+        limits = compute_percentiles(plane, *percentiles)
+    r = model.receptive_radius()
+    Y0, Y1, X0, X1 = max(0, y0 - r), min(H, y1 + r), max(0, x0 - r), min(W, x1 + r)
+    x = normalize(plane[Y0:Y1, X0:X1], limits=limits)
+    probs = predict_probs(model, x, (y0 - Y0, y1 - Y0, x0 - X0, x1 - X0), precision)
+    return instances_from_probs(probs, threshold, min_size=min_size)
+
+
+def _labeled_box(codes: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(codes)
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+
+def labeled_miou(model, samples: Sequence[Sample]) -> float:
+    """Mean of the cell and the not-cell pixel IoU over the labeled pixels of ``samples``.
+
+    Only the bounding box of each sample's labels is predicted (with full context), so
+    validating on strokes in a large image stays cheap. Unlike the cell IoU alone, this
+    score drops when a model calls everything a cell.
+    """
+    inter = np.zeros(2)
+    union = np.zeros(2)
+    for s in samples:
+        codes = s.full_codes()
+        if not codes.any():
+            continue
+        y0, y1, x0, x1 = _labeled_box(codes)
+        probs = predict_probs(model, s.image, (y0, y1, x0, x1))
+        c = codes[y0:y1, x0:x1]
+        lab = c > 0
+        pred = probs[0] < 0.5
+        truth = np.isin(c, (INTERIOR, BOUNDARY, CELL))
+        for k, (p, t) in enumerate(((pred, truth), (~pred, ~truth))):
+            inter[k] += np.count_nonzero(p & t & lab)
+            union[k] += np.count_nonzero((p | t) & lab)
+    ious = [i / u for i, u in zip(inter, union) if u > 0]
+    return float(np.mean(ious)) if ious else 0.0
+
+
+# ---- a session: training interleaved with previews ------------------------------------------
+@dataclass(frozen=True)
+class PreviewRequest:
+    """Which part of which image to preview.
+
+    ``data``: the raw image array (any number of leading axes, then ``H, W``, then a colour
+    axis if ``rgb``); ``index``: the leading indices that select the plane; ``region``:
+    ``(y0, y1, x0, x1)`` or ``None`` for the whole plane; ``key``: anything, handed back.
+    """
+
+    data: object
+    index: tuple = ()
+    region: tuple | None = None
+    rgb: bool = False
+    key: object = None
+
+    def plane(self) -> np.ndarray:
+        p = np.asarray(self.data[self.index] if self.index else self.data)
+        if self.rgb:
+            p = p[..., :3].astype(np.float32).mean(axis=-1)
+        if p.ndim != 2:
+            raise ValueError(f"the preview plane must be 2D, got shape {p.shape}")
+        return p
+
+
+@dataclass
+class Preview:
+    """The current weights' segmentation of a requested region."""
+
+    semantic: np.ndarray
+    instances: np.ndarray
+    request: PreviewRequest
+    step: int
+    elapsed: float
+    cell_fraction: float
+    collapsed: str | None = None  # "nothing" / "everything" when the model predicts one class only
+
+    @property
+    def key(self):
+        return self.request.key
+
+
+class FinetuneSession:
+    """Runs a fine-tuning :class:`Trainer` and previews its current weights every few seconds.
+
+    A preview whose view is all one class after ``collapse_after_s`` seconds of training
+    is flagged ``collapsed`` (the guardrail the widget shows).
+
+    ``request()`` is called from the training thread and returns a :class:`PreviewRequest`
+    or ``None`` (no preview wanted now); keep it cheap and thread-safe (e.g. return an
+    attribute the GUI thread updates). ``threads``: torch threads for the training thread
+    (thread-local, so a GUI thread's own torch use is not affected; restored at the end).
+    """
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        info: FinetuneInfo,
+        request: Callable[[], PreviewRequest | None] | None = None,
+        preview_every_s: float = 3.0,
+        first_preview_s: float = 1.0,
+        threads: int | None = None,
+        collapse_fraction: float = 0.001,
+        collapse_after_s: float = 5.0,
+    ):
+        self.trainer = trainer
+        self.info = info
+        self.request = request
+        self.preview_every_s = preview_every_s
+        self.first_preview_s = first_preview_s
+        self.threads = threads
+        self.collapse_fraction = collapse_fraction
+        self.collapse_after_s = collapse_after_s
+        meta = info.base_meta
+        self.threshold = float(meta.get("threshold", 0.5))
+        self.min_size = int(meta.get("min_size", 15))
+        self._limits: dict = {}
+
+    @property
+    def base_score(self) -> float | None:
+        h = self.trainer.history
+        return h[0].val_score if h and h[0].step == 0 else None
+
+    def _plane_limits(self, req: PreviewRequest, plane: np.ndarray):
+        key = (id(req.data), tuple(req.index), req.rgb)
+        hit = self._limits.get(key)
+        if hit is None or hit[0] is not req.data:
+            hit = (req.data, compute_percentiles(plane, *self.info.percentiles))
+            self._limits[key] = hit
+        return hit[1]
+
+    def preview_now(self) -> Preview | None:
+        """A preview of the current weights (call between training steps, same thread)."""
+        if self.request is None:
+            return None
+        req = self.request()
+        if req is None:
+            return None
+        plane = req.plane()
+        limits = self._plane_limits(req, plane)
+        model = self.trainer.model
+        was_training = model.training
+        model.eval()
+        try:
+            sem, inst = predict_region(
+                model, plane, req.region, limits, self.info.percentiles, self.threshold, self.min_size
+            )
+        finally:
+            if was_training:
+                _train_mode(model, self.trainer.cfg.freeze_norm)
+        frac = float(sem.mean()) if sem.size else 0.0
+        h = self.trainer.history
+        step = h[-1].step if h else 0
+        elapsed = h[-1].elapsed if h else 0.0
+        collapsed = None
+        # a collapse is a trained model that calls a whole view one class (not the base model's
+        # state in the first seconds, which the user has seen already)
+        if sem.size >= 1024 and elapsed >= self.collapse_after_s:
+            if frac <= self.collapse_fraction:
+                collapsed = "nothing"
+            elif frac >= 1 - self.collapse_fraction:
+                collapsed = "everything"
+        return Preview(sem, inst, req, step, elapsed, frac, collapsed)
+
+    def run(self) -> Generator[Progress | Preview, None, Trainer]:
+        """Yield :class:`Progress` after every step and a :class:`Preview` every few seconds."""
+        old_threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        try:
+            next_preview = None
+            for p in self.trainer.run():
+                yield p
+                if p.step == 0:
+                    continue
+                now = time.perf_counter()
+                if next_preview is None:
+                    next_preview = now + self.first_preview_s
+                if self.request is not None and now >= next_preview and not self.trainer.stopped:
+                    prev = self.preview_now()
+                    next_preview = time.perf_counter() + self.preview_every_s
+                    if prev is not None:
+                        yield prev
+        finally:
+            if self.threads:
+                torch.set_num_threads(old_threads)
+        return self.trainer
+
+
+def _train_mode(model, freeze_norm: bool) -> None:
+    model.train()
+    if freeze_norm:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+
+
+# ---- saving --------------------------------------------------------------------------------
+def _destination(path_or_name: str | os.PathLike, overwrite: bool) -> tuple[Path, str]:
+    s = str(path_or_name)
+    p = Path(s)
+    is_path = isinstance(path_or_name, Path) or s.endswith(".pt") or os.sep in s or (os.altsep and os.altsep in s)
+    if is_path:
+        if p.suffix != ".pt":
+            p = p.with_suffix(".pt")
+        if p.is_dir():
+            raise ValueError(f"{p} is a folder; give a model file name ending in .pt")
+        dest, name = p, p.stem
+    else:
+        name = check_name(s)
+        if name in {m.name for m in list_models() if m.source == "shipped"}:
+            raise ValueError(f"{name!r} is the name of a shipped model; choose another")
+        dest = user_dir(create=True) / f"{name}.pt"
+    if dest.exists() and not overwrite:
+        raise FileExistsError(f"a model named {name!r} exists already ({dest}); choose another name")
+    return dest, name
+
+
+def save_finetuned(
+    trainer: Trainer,
+    path_or_name: str | os.PathLike,
+    info: FinetuneInfo,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    overwrite: bool = False,
+    extra: dict | None = None,
+) -> Path:
+    """Write the fine-tuned model (best weights) as a model file; return its path.
+
+    ``path_or_name``: a file path (``.pt`` added if missing) or a model name, saved into
+    the user's model folder (:func:`~.models.user_dir`) where the Segment widget lists it.
+    The metadata records the base model, its object diameter, normalisation and
+    post-processing settings, how the annotations were read, the training time and the
+    validation scores. The file is written atomically.
+    """
+    dest, default_name = _destination(path_or_name, overwrite)
+    name = name or default_name
+    model = trainer.model
+    state = trainer.best_state
+    if state is not None:
+        model = copy.deepcopy(model)
+        model.load_state_dict(state)
+    base = info.base_meta
+    h = trainer.history
+    base_score = h[0].val_score if h and h[0].step == 0 else None
+    seconds = h[-1].elapsed if h else 0.0
+    meta = {
+        "name": name,
+        "description": description
+        if description is not None
+        else f"Fine-tuned from {info.base_name} on {info.reading}",
+        "diameter": base.get("diameter"),
+        "normalization": list(info.percentiles),
+        "classes": base.get("classes", ["background", "interior", "boundary"]),
+        "base": {"name": info.base_name, "description": base.get("description", "")},
+        "finetune": {
+            "annotation_kinds": list(info.kinds),
+            "reading": info.reading,
+            "labeled_pixels": dict(info.labeled),
+            "held_out_validation": info.held_out,
+            "steps": trainer.step,
+            "seconds": round(float(seconds), 1),
+            "val_score": trainer.best_score,
+            "base_val_score": base_score,
+            "score": "mean IoU of cell / not cell on held-out annotated pixels",
+            "created": datetime.datetime.now().isoformat(timespec="seconds"),
+            "config": {
+                k: getattr(trainer.cfg, k) for k in ("patch", "batch", "lr", "weight_decay", "warmup", "freeze_norm", "loss", "seed")
+            },
+        },
+    }
+    for k in ("threshold", "min_size"):
+        if k in base:
+            meta[k] = base[k]
+    if extra:
+        meta.update(extra)
+    return save_model(dest, model, meta)
+
+
+def revert_to_base(trainer: Trainer, info: FinetuneInfo) -> None:
+    """Put the base weights back into ``trainer`` (revert): the model and the best state."""
+    trainer.model.load_state_dict(info.base_state)
+    trainer.best_state = {k: v.clone() for k, v in info.base_state.items()}
+    h = trainer.history
+    trainer.best_score = h[0].val_score if h and h[0].step == 0 else None
+
+
+# ---- simulated annotation (benchmarks and tests) --------------------------------------------
+def simulate_strokes(
+    labels: np.ndarray,
+    n_cells: int = 15,
+    n_background: int = 15,
+    length: int = 30,
+    seed: int = 0,
+) -> np.ndarray:
+    """Strokes a person might paint, from instance ground truth: an annotation layer.
+
+    One straight stroke (3 px wide, up to ``length`` px) through the inside of each of
+    ``n_cells`` random cells (label ``1``), and ``n_background`` short strokes along the
+    background between cells (label ``2``), each following the background's centre line
+    for about ``length`` px. Everything else is ``0`` (unlabeled).
+    """
+    from scipy import ndimage as ndi
+    from skimage.draw import line
+    from skimage.morphology import skeletonize
+
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    H, W = labels.shape
+    ann = np.zeros(labels.shape, np.uint8)
+    ids, areas = np.unique(labels[labels > 0], return_counts=True)
+    ids = ids[areas >= 200]
+    objects = ndi.find_objects(labels)
+    for i in rng.permutation(ids)[:n_cells]:
+        sl = objects[i - 1]
+        sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
+        m = labels[sl] == i
+        dist = ndi.distance_transform_edt(m)
+        inside = dist > 3
+        if not inside.any():
+            continue
+        cy, cx = np.unravel_index(np.argmax(dist), m.shape)
+        a = rng.uniform(0, np.pi)
+        dy, dx = np.sin(a) * length / 2, np.cos(a) * length / 2
+        rr, cc = line(int(round(cy - dy)), int(round(cx - dx)), int(round(cy + dy)), int(round(cx + dx)))
+        ok = (rr >= 0) & (rr < m.shape[0]) & (cc >= 0) & (cc < m.shape[1])
+        rr, cc = rr[ok], cc[ok]
+        stroke = np.zeros(m.shape, bool)
+        stroke[rr, cc] = True
+        stroke &= inside
+        comp, _ = ndi.label(stroke, np.ones((3, 3)))
+        stroke = comp == comp[cy, cx] if comp[cy, cx] else stroke
+        stroke = ndi.binary_dilation(stroke) & (dist > 1)
+        ann[sl][stroke] = 1
+    bg = labels == 0
+    skel = skeletonize(bg)
+    skel[:length, :] = skel[-length:, :] = False
+    skel[:, :length] = skel[:, -length:] = False
+    pts = np.argwhere(skel)
+    placed = 0
+    for k in rng.permutation(len(pts)):
+        if placed >= n_background:
+            break
+        y, x = pts[k]
+        r = length // 2 + 2
+        y0, y1, x0, x1 = max(0, y - r), min(H, y + r + 1), max(0, x - r), min(W, x + r + 1)
+        if ann[y0:y1, x0:x1].any():  # keep strokes apart
+            continue
+        sk = skel[y0:y1, x0:x1]
+        reach = np.zeros(sk.shape, bool)
+        reach[y - y0, x - x0] = True
+        for _ in range(length // 2):
+            reach = ndi.binary_dilation(reach, np.ones((3, 3))) & sk
+        stroke = ndi.binary_dilation(reach) & bg[y0:y1, x0:x1]
+        ann[y0:y1, x0:x1][stroke] = 2
+        placed += 1
+    return ann
