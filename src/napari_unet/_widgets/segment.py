@@ -30,6 +30,7 @@ class SegmentWidget(Container):
         self._model = ComboBox(label="Model", choices=self._model_choices)
         self._diameter = FloatSpinBox(label="Cell diameter (px)", value=0, min=0, max=2000, step=1,
                                       tooltip="Typical cell diameter in pixels; 0 = the size the model was trained on")
+        self._diameter.native.setSpecialValueText("model's own")  # shown at 0
         self._estimate = CheckBox(text="Estimate diameter from the image", value=False)
         self._run = PushButton(text="Run")
         self._progress = ProgressBar(label="", min=0, max=1000, value=0, visible=False)
@@ -53,10 +54,13 @@ class SegmentWidget(Container):
         return [m.name for m in list_models()] or [DEFAULT_MODEL]
 
     def refresh_models(self, select: str | None = None):
-        current = select or self._model.value
-        self._model.reset_choices()
-        if current in self._model.choices:
-            self._model.value = current
+        try:
+            current = select or self._model.value
+            self._model.reset_choices()
+            if current in self._model.choices:
+                self._model.value = current
+        except RuntimeError:  # the Qt widget was deleted (viewer closed): stop listening
+            model_bus.changed.disconnect(self.refresh_models)
 
     def _follow_active(self, event=None):
         layer = active_image(self.viewer)
