@@ -91,7 +91,7 @@ class SegmentWidget(Container):
         self._progress.value = 0
         self._progress.visible = True
         self._status.value = "loading model..."
-        worker = create_worker(self._work, data, bool(layer.rgb), self._model.value, diameter, _start_thread=False)
+        worker = create_worker(self._work, data, bool(layer.rgb), self._model.value, diameter, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda res, layer=layer: self._on_done(layer, res))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)

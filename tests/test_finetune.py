@@ -1,0 +1,239 @@
+"""Fine-tuning core (no Qt): real EM crops with simulated strokes, saving, the CLI round trip."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet import _cli_finetune
+from napari_unet.core.finetune import (
+    FinetuneSession,
+    Preview,
+    PreviewRequest,
+    default_threads,
+    describe_reading,
+    labeled_miou,
+    make_finetuner,
+    revert_to_base,
+    save_finetuned,
+    simulate_strokes,
+)
+from napari_unet.core.models import list_models, load_model
+
+
+@pytest.fixture
+def em(data_dir):
+    """A 256 x 256 crop of an EM image (a modality the shipped model never saw) with strokes."""
+    img = tifffile.imread(data_dir / "isbi2012" / "val" / "slice15.tif")[:256, :256]
+    lab = tifffile.imread(data_dir / "isbi2012" / "val" / "slice15_labels.tif")[:256, :256]
+    ann = simulate_strokes(lab, n_cells=12, n_background=12, length=24, seed=1)
+    return img, lab, ann
+
+
+def test_simulated_strokes_look_like_a_person_painted(em):
+    img, lab, ann = em
+    assert set(np.unique(ann)) == {0, 1, 2}
+    assert np.all(lab[ann == 1] > 0) and np.all(lab[ann == 2] == 0)  # strokes on the right class
+    assert 0.003 < (ann > 0).mean() < 0.03
+
+
+def test_finetune_improves_score_on_held_out_strokes(em, shipped_model):
+    img, lab, ann = em
+    trainer, info = make_finetuner(img, ann, shipped_model, time_budget=12)
+    assert info.held_out and info.kinds == ["sparse"] and "sparse strokes" in info.reading
+    assert info.labeled["cell"] > 0 and info.labeled["not cell"] > 0
+    events = list(FinetuneSession(trainer, info, threads=default_threads()).run())
+    base = events[0]
+    assert base.step == 0 and base.val_score is not None
+    scores = [e.val_score for e in events[1:] if e.val_score is not None]
+    assert len(scores) >= 2  # validated every few seconds
+    assert trainer.best_score >= base.val_score + 0.05, (base.val_score, scores)
+    # the model now holds the best weights: its score on the held-out strokes is the best one
+    assert labeled_miou(trainer.model.eval(), trainer.val) == pytest.approx(trainer.best_score, abs=1e-6)
+    # ... and it agrees with all the painted pixels better than the base model does
+    from napari_unet.core.finetune import predict_probs
+    from napari_unet.core.normalize import normalize
+
+    x = normalize(img)
+    painted = ann > 0
+
+    def agreement(model):
+        return ((predict_probs(model.eval(), x)[0] < 0.5)[painted] == (ann[painted] == 1)).mean()
+
+    assert agreement(trainer.model) > agreement(load_model(shipped_model).model)
+    # revert: back to the base weights
+    revert_to_base(trainer, info)
+    assert labeled_miou(trainer.model.eval(), trainer.val) == pytest.approx(base.val_score, abs=1e-6)
+
+
+def test_bad_annotations_give_clear_errors(em, shipped_model):
+    img, lab, ann = em
+    with pytest.raises(ValueError, match="empty"):
+        make_finetuner(img, np.zeros_like(ann), shipped_model)
+    with pytest.raises(ValueError, match="only one class"):
+        make_finetuner(img, np.where(ann == 1, 1, 0).astype(np.uint8), shipped_model)
+    with pytest.raises(ValueError, match="shape"):
+        make_finetuner(img, ann[:100], shipped_model)
+    with pytest.raises(ValueError, match="one annotation per image"):
+        make_finetuner([img, img], [ann], shipped_model)
+    with pytest.raises(ValueError, match="negative"):
+        make_finetuner(img, ann.astype(np.int16) - 1, shipped_model)
+    with pytest.raises(ValueError, match="integer"):
+        make_finetuner(img, ann + 0.5, shipped_model)
+    with pytest.raises(ValueError, match="no model named"):
+        make_finetuner(img, ann, "no-such-model")
+
+
+def test_readings_stacks_rgb_and_instances(em, shipped_model):
+    img, lab, ann = em
+    # dense instance annotation: ids > 2, validated on itself
+    _, info = make_finetuner(img[:96, :96], lab[:96, :96].astype(np.uint16) + 0, shipped_model)
+    assert info.kinds == ["instances"] and "instance annotation" in info.reading and not info.held_out
+    # dense semantic labels
+    dense = np.where(lab > 0, 1, 2).astype(np.uint8)
+    _, info = make_finetuner(img, dense, shipped_model)
+    assert info.kinds == ["dense"] and "dense labels" in info.reading
+    # a stack with one annotated plane, and an RGB image
+    stack = np.stack([img, img[::-1]])
+    ann3 = np.zeros(stack.shape, np.uint8)
+    ann3[1] = ann
+    _, info = make_finetuner(stack, ann3, shipped_model)
+    assert info.kinds == ["sparse"]
+    rgb = np.repeat(img[..., None], 3, -1)
+    _, info = make_finetuner(rgb, ann, shipped_model)
+    assert info.kinds == ["sparse"]
+    assert describe_reading(["sparse", "instances"]).startswith("mixed")
+
+
+def test_session_previews_stop_and_threads(em, shipped_model):
+    img, lab, ann = em
+    trainer, info = make_finetuner(img, ann, shipped_model, time_budget=None)
+    req = PreviewRequest(np.stack([img, img]), (1,), (10, 138, 20, 84), key="k")
+    session = FinetuneSession(trainer, info, request=lambda: req, preview_every_s=0.5, first_preview_s=0.2, threads=1)
+    before = torch.get_num_threads()
+    previews, steps = [], 0
+    timer = threading.Timer(4.0, trainer.stop)  # Stop from another thread, as the widget does
+    timer.start()
+    t0 = time.perf_counter()
+    for ev in session.run():
+        if isinstance(ev, Preview):
+            previews.append(ev)
+        else:
+            steps = ev.step
+    assert time.perf_counter() - t0 < 20
+    assert trainer.stopped and steps > 5
+    assert torch.get_num_threads() == before  # the thread count is restored
+    assert len(previews) >= 2
+    p = previews[0]
+    assert p.key == "k" and p.semantic.shape == (128, 64) and p.instances.shape == (128, 64)
+    assert set(np.unique(p.semantic)) <= {0, 1} and p.instances.dtype.kind == "u"
+    assert trainer.best_state is not None  # Stop kept the best weights
+
+
+def test_collapse_is_flagged(em, shipped_model):
+    img, lab, ann = em
+    trainer, info = make_finetuner(img, ann, shipped_model)
+    session = FinetuneSession(trainer, info, request=lambda: PreviewRequest(img), collapse_after_s=0)
+    with torch.no_grad():
+        trainer.model.head.bias[:] = torch.tensor([50.0, -50.0, -50.0])  # everything background
+    assert session.preview_now().collapsed == "nothing"
+    with torch.no_grad():
+        trainer.model.head.bias[:] = torch.tensor([-50.0, 50.0, -50.0])
+    p = session.preview_now()
+    assert p.collapsed == "everything" and p.cell_fraction == 1.0
+
+
+def test_save_finetuned_by_name_and_path(em, shipped_model, tmp_path):
+    img, lab, ann = em
+    trainer, info = make_finetuner(img, ann, shipped_model, time_budget=2)
+    for _ in FinetuneSession(trainer, info, threads=default_threads()).run():
+        pass
+    path = save_finetuned(trainer, "em strokes", info)
+    assert [m for m in list_models() if m.name == "em strokes" and m.source == "user"]
+    loaded = load_model("em strokes")
+    base = load_model(shipped_model)
+    assert loaded.meta["base"]["name"] == base.name
+    assert loaded.meta["diameter"] == base.meta["diameter"]
+    ft = loaded.meta["finetune"]
+    assert ft["annotation_kinds"] == ["sparse"] and ft["val_score"] == pytest.approx(trainer.best_score)
+    assert ft["seconds"] > 0 and ft["steps"] == trainer.step and ft["base_val_score"] is not None
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[k], v.cpu())
+    with pytest.raises(FileExistsError):
+        save_finetuned(trainer, "em strokes", info)
+    with pytest.raises(ValueError, match="shipped"):
+        save_finetuned(trainer, shipped_model, info)
+    with pytest.raises(ValueError, match="invalid model name"):
+        save_finetuned(trainer, "bad*name", info)
+    p2 = save_finetuned(trainer, tmp_path / "out" / "model", info, name="exported")
+    assert p2.suffix == ".pt" and load_model(p2).meta["name"] == "exported"
+    assert path.parent != p2.parent
+
+
+# ---- command line -------------------------------------------------------------------------
+def _cli(argv):
+    """``napari-unet finetune`` through the main CLI once wired, else through its own parser."""
+    from napari_unet import cli
+
+    try:
+        wired = "finetune" in cli._parser()._subparsers._group_actions[0].choices
+    except (AttributeError, IndexError):
+        wired = False
+    if wired:
+        return cli.main(argv)
+    return _cli_finetune.main(argv)
+
+
+def test_cli_round_trip(em, shipped_model, tmp_path, capsys):
+    from napari_unet import cli
+
+    img, lab, ann = em
+    tifffile.imwrite(tmp_path / "em.tif", img)
+    tifffile.imwrite(tmp_path / "em_ann.tif", ann)
+    model = tmp_path / "em_model.pt"
+    rc = _cli(["finetune", "--images", str(tmp_path / "em.tif"), "--annotations", str(tmp_path / "em_ann.tif"),
+               "--output", str(model), "--base", shipped_model, "--time-budget", "6", "--threads", "1", "-q"])
+    assert rc == 0 and model.is_file()
+    out = capsys.readouterr().out
+    assert "saved" in out and "score" in out
+    assert load_model(model).meta["name"] == "em_model"
+    # the file works with segment --model, and gives another result than the base model
+    rc = cli.main(["segment", str(tmp_path / "em.tif"), "--output", str(tmp_path / "ft"), "--model", str(model), "-q"])
+    assert rc == 0
+    rc = cli.main(["segment", str(tmp_path / "em.tif"), "--output", str(tmp_path / "base"), "--model", shipped_model, "-q"])
+    assert rc == 0
+    ft = tifffile.imread(tmp_path / "ft" / "em_cells.tif")
+    base = tifffile.imread(tmp_path / "base" / "em_cells.tif")
+    assert ft.shape == img.shape and not np.array_equal(ft, base)
+    # an existing output is not overwritten without --overwrite
+    rc = _cli(["finetune", "--images", str(tmp_path / "em.tif"), "--annotations", str(tmp_path / "em_ann.tif"),
+               "--output", str(model), "--time-budget", "1"])
+    assert rc == 1 and "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["count", "missing", "shape", "empty", "suffix", "budget"])
+def test_cli_bad_input_is_one_line(case, em, tmp_path, capsys):
+    img, lab, ann = em
+    tifffile.imwrite(tmp_path / "em.tif", img)
+    tifffile.imwrite(tmp_path / "ann.tif", ann)
+    tifffile.imwrite(tmp_path / "small.tif", ann[:50])
+    tifffile.imwrite(tmp_path / "empty.tif", np.zeros_like(ann))
+    argv = {
+        "count": ["--images", "em.tif", "em.tif", "--annotations", "ann.tif"],
+        "missing": ["--images", "em.tif", "--annotations", "nope.tif"],
+        "shape": ["--images", "em.tif", "--annotations", "small.tif"],
+        "empty": ["--images", "em.tif", "--annotations", "empty.tif"],
+        "suffix": ["--images", "em.tif", "--annotations", "ann.tif", "--output", "model.txt"],
+        "budget": ["--images", "em.tif", "--annotations", "ann.tif", "--time-budget", "0"],
+    }[case]
+    argv = [str(tmp_path / a) if a.endswith(".tif") or a.endswith(".txt") else a for a in argv]
+    if "--output" not in argv:
+        argv += ["--output", str(tmp_path / "m.pt")]
+    rc = _cli(["finetune"] + argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 1
+    assert err.count("\n") == 0 and err.startswith("napari-unet finetune: error:"), err
+    assert not (tmp_path / "m.pt").exists()

@@ -1,0 +1,301 @@
+"""The Fine-tune widget in a real napari viewer (under Xvfb via pytest-xvfb)."""
+
+import time
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.core.finetune import simulate_strokes
+from napari_unet.core.models import list_models, load_model
+from napari_unet._widgets import _common
+from napari_unet._widgets.finetune import CELL_COLOR, NOT_CELL_COLOR, WARMED_UP, FinetuneWidget
+from napari_unet._widgets.segment import SegmentWidget
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def em(data_dir):
+    img = tifffile.imread(data_dir / "isbi2012" / "val" / "slice16.tif")[:256, :256]
+    lab = tifffile.imread(data_dir / "isbi2012" / "val" / "slice16_labels.tif")[:256, :256]
+    return img, lab
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Notifications the widgets show, by kind."""
+    out = {"error": [], "warning": [], "info": []}
+    monkeypatch.setattr(_common, "show_error", lambda m: out["error"].append(m))
+    monkeypatch.setattr(_common, "show_warning", lambda m: out["warning"].append(m))
+    monkeypatch.setattr(_common, "show_info", lambda m: out["info"].append(m))
+    return out
+
+
+@pytest.fixture
+def setup(make_napari_viewer, shipped_model, em):
+    viewer = make_napari_viewer()
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    img, lab = em
+    image = viewer.add_image(img, name="em", scale=(2.0, 2.0), translate=(5, 7))
+    widget._image.value = image
+    widget._budget.value = 0  # until Stop
+    return viewer, widget, image
+
+
+def _paint(widget, lab, seed=0):
+    """New annotation layer with strokes painted into it (as a user would, programmatically)."""
+    layer = widget.new_annotation_layer()
+    strokes = simulate_strokes(lab, n_cells=12, n_background=12, length=24, seed=seed)
+    for label in (1, 2):
+        layer.data_setitem(np.nonzero(strokes == label), label)  # with undo history, as painting does
+    return layer
+
+
+def _train(qtbot, widget, until, timeout=60_000):
+    widget._on_train()
+    qtbot.waitUntil(lambda: widget.running, timeout=5_000)
+    qtbot.waitUntil(until, timeout=timeout)
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+
+
+def _learned(widget, gain=0.05):
+    """The held-out strokes' score (mean IoU of cell / not cell) is ``gain`` above the base model's."""
+    t = widget._trainer
+    if t is None or not t.history or t.history[0].step != 0 or t.best_score is None:
+        return False
+    return t.best_score >= t.history[0].val_score + gain
+
+
+def test_new_annotation_layer(setup, em):
+    viewer, widget, image = setup
+    layer = widget.new_annotation_layer()
+    assert layer.name == "em annotation" and layer.data.shape == image.data.shape
+    assert tuple(layer.scale) == (2.0, 2.0) and tuple(layer.translate) == (5, 7)
+    assert viewer.layers.selection.active is layer and layer.mode == "paint" and layer.selected_label == 1
+    c1, c2 = layer.colormap.map(np.array([1, 2]))
+    np.testing.assert_allclose(c1, CELL_COLOR, atol=1e-6)
+    np.testing.assert_allclose(c2, NOT_CELL_COLOR, atol=1e-6)
+    assert widget._annotation.value is layer
+    assert layer.metadata["napari-unet-annotation"]["image"] == "em"
+    # a second one gets its own name
+    assert widget.new_annotation_layer().name == "em annotation [2]"
+
+
+def test_train_preview_stop_save_and_segment(setup, em, qtbot, messages, shipped_model):
+    viewer, widget, image = setup
+    img, lab = em
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg)
+    ann = _paint(widget, lab)
+    before = ann.data.copy()
+    qtbot.waitUntil(lambda: "sparse strokes" in widget._reading.value, timeout=5_000)
+    _train(qtbot, widget, lambda: widget._preview_count >= 1 and _learned(widget))
+    assert messages["error"] == []
+    # a live preview went into the plugin's prediction layers; the image and annotation are untouched
+    cells = viewer.layers["em cells"]
+    assert cells.data.shape == img.shape and tuple(cells.scale) == (2.0, 2.0)
+    assert "em instances" in [lay.name for lay in viewer.layers]
+    np.testing.assert_array_equal(ann.data, before)
+    assert widget._plot.loss and widget._plot.val
+    assert "Stopped" in widget._status.value
+    trainer = widget._trainer
+    assert trainer.best_score > trainer.history[0].val_score  # learned something from the strokes
+    # save: the model appears in the Segment widget's list and changes its output
+    widget._name.value = "em strokes"
+    path = widget.save_model()
+    assert path is not None and path.is_file()
+    assert "em strokes" in seg._model.choices and widget._base.value == "em strokes"
+    meta = load_model("em strokes").meta
+    assert meta["finetune"]["annotation_kinds"] == ["sparse"] and meta["base"]["name"] == load_model(shipped_model).name
+    outputs = {}
+    for name in (shipped_model, "em strokes"):
+        seg._image.value = image
+        seg._model.value = name
+        seg._on_run()
+        qtbot.waitUntil(lambda: not seg.running, timeout=60_000)
+        outputs[name] = viewer.layers["em cells"].data.copy()
+    assert not np.array_equal(outputs[shipped_model], outputs["em strokes"])
+    # ... and it agrees better with what was painted
+    painted = ann.data > 0
+    acc = {k: ((v[painted] > 0) == (ann.data[painted] == 1)).mean() for k, v in outputs.items()}
+    assert acc["em strokes"] > acc[shipped_model], acc
+    # saving again under the same name refuses, without losing the saved model
+    assert widget.save_model("em strokes") is None
+    assert messages["error"] and "exists" in messages["error"][-1]
+
+
+def test_event_loop_never_stalls(setup, em, qtbot, messages):
+    """During training (steps, validation, previews, plot) the Qt event loop keeps ticking."""
+    from qtpy.QtCore import QTimer
+
+    viewer, widget, image = setup
+    img, lab = em
+    _paint(widget, lab, seed=3)
+    assert WARMED_UP.wait(30)  # the imports the widget starts when it opens (a user paints meanwhile)
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    qtbot.wait(100)
+    t_press = time.perf_counter()
+    widget._on_train()  # creates the (empty) prediction layers, then starts the worker
+    press = time.perf_counter() - t_press
+    qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step >= 1, timeout=30_000)
+    t_train = time.perf_counter()
+    qtbot.waitUntil(lambda: widget._preview_count >= 2 and time.perf_counter() - t_train > 6, timeout=60_000)
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    timer.stop()
+    ticks = np.array(ticks)
+    during = ticks[ticks >= t_train]
+    gaps = np.diff(during)
+    print(f"\nTrain press handled in {1000 * press:.0f} ms; during training: {len(during)} ticks over "
+          f"{during[-1] - during[0]:.1f} s, max gap {1000 * gaps.max():.0f} ms, 99th percentile "
+          f"{1000 * np.percentile(gaps, 99):.0f} ms; {widget._trainer.step} steps, {widget._preview_count} previews; "
+          f"whole run max gap {1000 * np.diff(ticks).max():.0f} ms")
+    assert widget._preview_count >= 2 and len(during) > 100
+    assert gaps.max() < 0.2
+
+
+def test_start_from_prediction_copies_without_touching(setup, em, qtbot):
+    viewer, widget, image = setup
+    img, lab = em
+    inst = _common.upsert_labels(viewer, lab.astype(np.uint16), image, "instances")
+    sem = _common.upsert_labels(viewer, (lab > 0).astype(np.uint8), image, "cells")
+    before = inst.data.copy()
+    ann = widget.annotation_from_prediction()
+    assert ann is not inst and ann.data is not inst.data and ann.name == "em annotation"
+    np.testing.assert_array_equal(ann.data, lab)
+    assert "instance annotation" in widget._reading.value
+    ann.data[0:10, 0:10] = 0  # correcting the copy leaves the prediction alone
+    np.testing.assert_array_equal(inst.data, before)
+    # with only the semantic prediction: dense 1 = cell, 2 = not cell
+    viewer.layers.remove(inst)
+    ann2 = widget.annotation_from_prediction()
+    assert set(np.unique(ann2.data)) == {1, 2}
+    np.testing.assert_array_equal(ann2.data == 1, sem.data == 1)
+    assert "dense labels" in widget._reading.value
+
+
+@pytest.mark.parametrize("case", ["no annotation", "empty", "one class", "shape"])
+def test_bad_input_one_clear_message(setup, em, qtbot, messages, case):
+    viewer, widget, image = setup
+    img, lab = em
+    if case == "no annotation":
+        assert widget._annotation.value is None  # no Labels layer in the viewer
+    elif case == "empty":
+        widget.new_annotation_layer()
+    elif case == "one class":
+        layer = widget.new_annotation_layer()
+        layer.data[100:110, 100:140] = 1
+    elif case == "shape":
+        other = viewer.add_labels(np.zeros((100, 80), np.uint8), name="wrong")
+        other.data[10:20, 10:20] = 1
+        other.data[50:60, 10:20] = 2
+        widget._annotation.value = other
+    n_layers = len(viewer.layers)
+    widget._on_train()
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    assert len(messages["error"]) == 1, messages
+    msg = messages["error"][0]
+    expected = {"no annotation": "New annotation layer", "empty": "empty", "one class": "only one class", "shape": "shape"}[case]
+    assert expected in msg.lower() if case == "one class" else expected in msg
+    assert len(viewer.layers) == n_layers and widget._train.text == "Train"
+
+
+def test_image_removed_mid_training(setup, em, qtbot, messages):
+    viewer, widget, image = setup
+    img, lab = em
+    _paint(widget, lab, seed=5)
+    widget._on_train()
+    qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step > 5, timeout=60_000)
+    viewer.layers.remove(image)
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    assert len(messages["warning"]) == 1 and "removed" in messages["warning"][0]
+    assert messages["error"] == []
+    # the weights are kept and can still be saved
+    assert widget._save.enabled
+    assert widget.save_model("after removal") is not None
+    assert "after removal" in [m.name for m in list_models()]
+
+
+def test_viewer_closed_mid_training(make_napari_viewer, shipped_model, em, qtbot, messages):
+    viewer = make_napari_viewer()
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    img, lab = em
+    widget._image.value = viewer.add_image(img, name="em")
+    widget._budget.value = 0
+    _paint(widget, lab, seed=7)
+    widget._on_train()
+    qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step > 3, timeout=60_000)
+    job, trainer = widget._job, widget._trainer
+    t0 = time.perf_counter()
+    viewer.close()
+    assert trainer.stopped
+    assert job.done.wait(15), "the training thread did not end"
+    assert time.perf_counter() - t0 < 15
+    assert messages["error"] == []
+
+
+def test_revert_import_export_delete(setup, em, qtbot, messages, tmp_path, shipped_model):
+    viewer, widget, image = setup
+    img, lab = em
+    _paint(widget, lab, seed=9)
+    _train(qtbot, widget, lambda: widget._trainer is not None and widget._trainer.step > 10)
+    trainer = widget._trainer
+    base_state = widget._info.base_state
+    widget.revert_to_base()
+    for k, v in trainer.model.state_dict().items():
+        assert (v == base_state[k]).all()
+    assert not widget._save.enabled and "Reverted" in widget._status.value
+    # export the shipped model, import it under its file name, delete it
+    out = widget.export_model(tmp_path / "my export.pt", shipped_model)
+    assert out.is_file() and load_model(out).name == load_model(shipped_model).name
+    assert widget.import_model(out) == "my export"
+    assert "my export" in widget._base.choices and widget._base.value == "my export"
+    assert widget.import_model(out) is None and "exists" in messages["error"][-1]
+    assert widget.delete_model("my export", confirm=False)
+    assert "my export" not in widget._base.choices
+    assert not widget.delete_model(shipped_model, confirm=False)
+    assert "shipped" in messages["error"][-1]
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    assert widget.import_model(bad) is None and "cannot read" in messages["error"][-1]
+
+
+def test_guardrails_warn_and_offer_revert(setup, em, qtbot, messages):
+    """A validation score below the base model's, or a collapsed preview, is flagged once."""
+    from napari_unet.core.finetune import Preview, PreviewRequest
+    from napari_unet.core.training import Progress
+
+    viewer, widget, image = setup
+    img, lab = em
+    _paint(widget, lab, seed=11)
+    widget._on_train()
+    qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step >= 1, timeout=60_000)
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    messages["warning"].clear()
+    widget._set_warning("")
+    widget._revert.enabled = False
+    # what the worker would send: the base model's score, then two worse validations
+    widget._on_progress(Progress(0, 10, float("nan"), 0.0, 0.8, 0.8, True, "base model"))
+    widget._on_progress(Progress(5, 10, 0.5, 3.0, val_score=0.6, best_score=0.8))
+    assert not widget._warning.native.isHidden() and "below the base model" in widget._warning.value
+    assert widget._revert.enabled and messages["warning"] == []  # one dip: shown in the dock only
+    widget._on_progress(Progress(9, 10, 0.5, 6.0, val_score=0.55, best_score=0.8))
+    assert len(messages["warning"]) == 1 and "below the base model" in messages["warning"][0]
+    widget._on_progress(Progress(10, 10, 0.5, 9.0, val_score=0.85, best_score=0.85))
+    assert widget._warning.native.isHidden()  # recovered
+    # a preview that calls the whole view background
+    widget._layer = image
+    req = PreviewRequest(img, (), None, False, key="em")
+    z = np.zeros(img.shape, np.uint8)
+    widget._show_preview(Preview(z, z.astype(np.uint16), req, 10, 9.0, 0.0, "nothing"))
+    assert "predicts no cells" in widget._warning.value and len(messages["warning"]) == 2
+    np.testing.assert_array_equal(viewer.layers["em cells"].data, 0)
