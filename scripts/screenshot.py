@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import napari
+import numpy as np
 from qtpy.QtWidgets import QApplication
 
 
@@ -36,8 +37,41 @@ def segment(out: Path):
     viewer.close()
 
 
+def finetune(out: Path, seconds: float = 25):
+    """Fine-tune on simulated strokes on the phase-contrast sample; shot while training."""
+    import tifffile
+
+    from napari_unet.core.finetune import simulate_strokes
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "usiigaci" / "train"
+    lab = tifffile.imread(data / "train_set10_labels.tif")[256:768, 256:768]
+    viewer = napari.Viewer()
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.open_sample("napari-unet", "phase_contrast")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    layer = widget.new_annotation_layer()
+    strokes = simulate_strokes(lab, n_cells=15, n_background=15, length=30, seed=0)
+    for label in (1, 2):
+        layer.data_setitem(np.nonzero(strokes == label), label)
+    widget._budget.value = 0
+    widget._on_train()
+    t0 = time.time()
+    wait(lambda: time.time() - t0 > seconds, timeout=seconds + 60)
+    viewer.reset_view()
+    wait(lambda: True)
+    viewer.screenshot(str(out), canvas_only=False)
+    widget.stop()
+    wait(lambda: not widget.running)
+    viewer.close()
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs")
     out.mkdir(exist_ok=True)
-    segment(out / "screenshot_segment.png")
-    print("wrote", out / "screenshot_segment.png")
+    which = sys.argv[2] if len(sys.argv) > 2 else "all"
+    if which in ("all", "segment"):
+        segment(out / "screenshot_segment.png")
+        print("wrote", out / "screenshot_segment.png")
+    if which in ("all", "finetune"):
+        finetune(out / "screenshot_finetune.png")
+        print("wrote", out / "screenshot_finetune.png")

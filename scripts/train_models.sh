@@ -15,14 +15,15 @@ if [ "$which" = nuclei ] || [ "$which" = all ]; then
 fi
 
 if [ "$which" = cells ] || [ "$which" = all ]; then
+  # cells are rescaled from 44 to 25 px so the 3-level U-Net sees a whole cell in its context
   .venv/bin/napari-unet train --images "$DATA/usiigaci/train" --output runs/cells.pt --name cells \
-    --description "Phase-contrast whole cells (Usiigaci, T98G, 10x)" \
-    --steps 2000 --val-every 250 --seed 0 | tee runs/cells.log
+    --description "Phase-contrast whole cells (Usiigaci, T98G, 10x)" --base runs/nuclei.pt \
+    --diameter 25 --steps 1200 --val-every 200 --seed 0 | tee runs/cells.log
 fi
 
 if [ "$which" = generalist ] || [ "$which" = all ]; then
   .venv/bin/napari-unet train --images "$DATA/bbbc039/train" "$DATA/usiigaci/train" \
-    --output runs/generalist.pt --name generalist \
+    --output runs/generalist.pt --name generalist --base runs/nuclei.pt \
     --description "Nuclei and whole cells: fluorescence (BBBC039) and phase contrast (Usiigaci)" \
-    --steps 3000 --val-every 250 --seed 0 | tee runs/generalist.log
+    --steps 1500 --val-every 250 --seed 0 | tee runs/generalist.log
 fi

@@ -168,9 +168,9 @@ def cmd_train(args) -> int:
     by_dir: dict[Path, list[int]] = {}
     for i, (p, _, _) in enumerate(loaded):
         by_dir.setdefault(p.parent, []).append(i)
-    scales = {}
+    scales, natives = {}, {}
     for d, idx in by_dir.items():
-        diam = median_diameter([loaded[i][2] for i in idx])
+        diam = natives[d] = median_diameter([loaded[i][2] for i in idx])
         scales[d] = (args.diameter / diam) if (args.diameter and diam) else 1.0
         print(f"{d}: {len(idx)} images, median object diameter {diam:.1f} px, scale x{scales[d]:.2f}")
     train, val, labels_all = [], [], []
@@ -221,6 +221,8 @@ def cmd_train(args) -> int:
         "name": name,
         "description": args.description,
         "diameter": round(diameter, 2),
+        # a single rescaled set: user images are assumed to have that set's native size
+        **({"image_diameter": round(next(iter(natives.values())), 2)} if len(natives) == 1 else {}),
         "normalization": [1.0, 99.8],
         "classes": ["background", "interior", "boundary"],
         "training": {

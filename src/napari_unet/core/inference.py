@@ -171,6 +171,7 @@ class Segmenter:
 
     def _scale(self, diameter: float | None) -> float:
         own = self.loaded.diameter
+        diameter = diameter or self.loaded.image_diameter
         if not diameter or not own:
             return 1.0
         scale = own / float(diameter)
@@ -219,17 +220,18 @@ class Segmenter:
             semantic, instances = instances_from_probs(probs, self.threshold, min_size=min_size, min_distance=self._min_distance(diameter))
         else:
             semantic, instances = self._segment_blocks(plane, diameter, limits, min_size, progress)
-        return Segmentation(semantic, instances, notes, diameter or self.loaded.diameter)
+        return Segmentation(semantic, instances, notes, diameter or self.loaded.image_diameter)
 
     def _min_distance(self, diameter) -> int | None:
         """Seed spacing for splitting touching cells: 0.4 x the cell diameter in pixels."""
-        d = float(diameter) if diameter else self.loaded.diameter
+        d = float(diameter) if diameter else self.loaded.image_diameter
         return max(2, int(round(0.4 * d))) if d else None
 
     def _min_size(self, diameter) -> int:
-        if not diameter or not self.loaded.diameter:
+        d = float(diameter) if diameter else self.loaded.image_diameter
+        if not d or not self.loaded.diameter:
             return self.min_size
-        return max(1, int(round(self.min_size * (float(diameter) / self.loaded.diameter) ** 2)))
+        return max(1, int(round(self.min_size * (d / self.loaded.diameter) ** 2)))
 
     def _segment_blocks(self, plane, diameter, limits, min_size, progress):
         """Blockwise segmentation with stitching for planes larger than ``self.block``.

@@ -61,8 +61,19 @@ class LoadedModel:
 
     @property
     def diameter(self) -> float | None:
+        """Median object diameter (px) in the images as the network saw them in training."""
         d = self.meta.get("diameter")
         return float(d) if d else None
+
+    @property
+    def image_diameter(self) -> float | None:
+        """Object diameter (px) assumed in a user's image when none is given.
+
+        Differs from :attr:`diameter` for a model trained on rescaled images: inputs are
+        then rescaled by ``diameter / image_diameter`` by default.
+        """
+        d = self.meta.get("image_diameter")
+        return float(d) if d else self.diameter
 
 
 def shipped_dir() -> Path:
