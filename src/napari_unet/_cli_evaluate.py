@@ -170,20 +170,6 @@ def match_predictions(files: list[Path], truths: list[Truth], what: str) -> list
     )
 
 
-def _diameter(value):
-    if value is None:
-        return None
-    if str(value).lower() == "auto":
-        return "auto"
-    try:
-        d = float(value)
-    except ValueError:
-        raise ValueError(f"--diameter must be a number of pixels or 'auto', got {value!r}") from None
-    if not (d > 0 and math.isfinite(d)):
-        raise ValueError("--diameter must be a positive number of pixels")
-    return d
-
-
 # ---- running ---------------------------------------------------------------------------
 def _fmt(v, digits=3):
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -212,9 +198,10 @@ def format_table(rows: list[dict]) -> str:
 
 def run(args) -> int:
     from .core.data import read_image
+    from .cli import parse_diameter
     from .core.evaluation import evaluate_baseline, evaluate_model, evaluate_predictions
 
-    diameter = _diameter(args.diameter)
+    diameter = parse_diameter(args.diameter)
     truths = ground_truth(args.labels, args.images)
     targets = classify_targets(args.targets)
     if args.json:

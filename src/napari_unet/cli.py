@@ -7,6 +7,7 @@ there is never a traceback for them.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _diameter_arg(value):
+def parse_diameter(value):
+    """``--diameter`` as a positive number of pixels, ``"auto"`` or ``None``."""
     if value is None:
         return None
     if str(value).lower() == "auto":
@@ -98,9 +100,9 @@ def _diameter_arg(value):
     try:
         d = float(value)
     except ValueError:
-        raise UserError(f"--diameter must be a number of pixels or 'auto', got {value!r}") from None
-    if not d > 0:
-        raise UserError("--diameter must be positive")
+        raise ValueError(f"--diameter must be a number of pixels or 'auto', got {value!r}") from None
+    if not (d > 0 and math.isfinite(d)):
+        raise ValueError("--diameter must be a positive number of pixels")
     return d
 
 
@@ -112,7 +114,7 @@ def cmd_segment(args) -> int:
 
     if args.tile < 32:
         raise UserError("--tile must be at least 32")
-    diameter = _diameter_arg(args.diameter)
+    diameter = parse_diameter(args.diameter)
     inputs = [Path(p) for p in args.inputs]
     for p in inputs:
         if not p.is_file():

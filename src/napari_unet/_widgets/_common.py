@@ -73,3 +73,25 @@ class _ModelBus:
 
 
 model_bus = _ModelBus()
+
+
+def model_names() -> list[str]:
+    """Names for a model picker: shipped models (default first), then the user's."""
+    from ..core.models import DEFAULT_MODEL, list_models
+
+    return [m.name for m in list_models()] or [DEFAULT_MODEL]
+
+
+def refresh_model_combo(combo, select: str | None = None) -> bool:
+    """Re-read the model list into ``combo``, keeping (or making) ``select`` current.
+
+    Returns False when the Qt widget is gone (its viewer was closed).
+    """
+    try:
+        current = select or combo.value
+        combo.reset_choices()
+        if current in combo.choices:
+            combo.value = current
+    except RuntimeError:
+        return False
+    return True

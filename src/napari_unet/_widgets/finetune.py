@@ -22,7 +22,7 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QWidget
 
 from . import _common
-from ._common import model_bus, spatial_transform, upsert_labels
+from ._common import model_bus, model_names, refresh_model_combo, spatial_transform, upsert_labels
 
 __all__ = ["FinetuneWidget", "ANNOTATION_KEY"]
 
@@ -302,19 +302,12 @@ class FinetuneWidget(Container):
 
     # ---- pickers -------------------------------------------------------------------------
     def _model_choices(self, *_):
-        from ..core.models import DEFAULT_MODEL, list_models
-
-        return [m.name for m in list_models()] or [DEFAULT_MODEL]
+        return model_names()
 
     def refresh_models(self, select: str | None = None):
         if self._closed:
             return
-        try:
-            current = select or self._base.value
-            self._base.reset_choices()
-            if current in self._base.choices:
-                self._base.value = current
-        except RuntimeError:  # the Qt widget was deleted (viewer closed): stop listening
+        if not refresh_model_combo(self._base, select):  # viewer closed: stop listening
             self._closed = True
             model_bus.changed.disconnect(self.refresh_models)
 

@@ -10,8 +10,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label,
 from napari.layers import Image
 from napari.qt.threading import create_worker
 
-from ..core.models import DEFAULT_MODEL, list_models
-from ._common import Relay, active_image, model_bus, notify_error, show_info, upsert_labels
+from ._common import Relay, active_image, model_bus, model_names, notify_error, refresh_model_combo, show_info, upsert_labels
 
 __all__ = ["SegmentWidget"]
 
@@ -51,15 +50,10 @@ class SegmentWidget(Container):
 
     # ---- pickers ---------------------------------------------------------------------
     def _model_choices(self, *_):
-        return [m.name for m in list_models()] or [DEFAULT_MODEL]
+        return model_names()
 
     def refresh_models(self, select: str | None = None):
-        try:
-            current = select or self._model.value
-            self._model.reset_choices()
-            if current in self._model.choices:
-                self._model.value = current
-        except RuntimeError:  # the Qt widget was deleted (viewer closed): stop listening
+        if not refresh_model_combo(self._model, select):  # viewer closed: stop listening
             model_bus.changed.disconnect(self.refresh_models)
 
     def _follow_active(self, event=None):
