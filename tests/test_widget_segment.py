@@ -82,3 +82,17 @@ def test_bad_inputs_notify_without_crashing(viewer_widget, qtbot, monkeypatch):
     widget._on_run()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert viewer.layers["tiny instances"].data.shape == (3, 4)
+
+
+def test_removing_the_image_mid_run_loses_nothing(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    data = nuclei()[0][0]
+    image = viewer.add_image(data, name="gone")
+    other = viewer.add_labels(np.zeros(data.shape, np.uint8), name="mine")
+    widget._image.value = image
+    widget._on_run()
+    viewer.layers.remove(image)
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert [lay.name for lay in viewer.layers] == ["mine"]
+    assert not other.data.any()
+    assert widget._status.value == "image removed; results not added"

@@ -117,7 +117,14 @@ class SegmentWidget(Container):
         self._status.value = msg
 
     def _on_done(self, layer, res):
+        try:
+            self._show_result(layer, res)
+        except RuntimeError:  # the viewer was closed while the worker ran: nothing to show
+            pass
+
+    def _show_result(self, layer, res):
         if layer not in self.viewer.layers:
+            self._status.value = "image removed; results not added"
             show_info(f"'{layer.name}' was removed while it was segmented; results not added")
             return
         upsert_labels(self.viewer, res.semantic, layer, "cells", opacity=0.4)
