@@ -29,7 +29,11 @@ def headless(out: Path) -> int:
     gray = (np.clip(normalize(image), 0, 1) * 255).astype(np.uint8)
     rgb = np.repeat(gray[..., None], 3, -1)
     rng = np.random.default_rng(0)
-    colors = rng.integers(80, 256, (int(res.instances.max()) + 1, 3)).astype(np.uint8)
+    from skimage.color import hsv2rgb
+
+    n = int(res.instances.max()) + 1  # saturated colours stay visible on gray nuclei
+    hsv = np.stack([rng.random(n), np.ones(n), np.ones(n)], -1)
+    colors = (hsv2rgb(hsv[None])[0] * 255).astype(np.uint8)
     edge = find_boundaries(res.instances, mode="inner")
     rgb[edge] = colors[res.instances[edge]]
     imsave(out / "nuclei_overlay.png", rgb, check_contrast=False)
