@@ -45,7 +45,7 @@ from .augment import AugmentConfig
 from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
 from .models import LoadedModel, check_name, list_models, load_model, save_model, user_dir
 from .normalize import normalize, percentiles as compute_percentiles
-from .training import Progress, Sample, TrainConfig, Trainer, samples_from_annotations
+from .training import Progress, Sample, TrainConfig, Trainer, samples_from_annotations, train_mode
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -244,7 +244,7 @@ class FinetuneTrainer(Trainer):
             if self.aux_weight <= 0:
                 self.aux_weight = 0.5
         finally:
-            _train_mode(model, self.cfg.freeze_norm)
+            train_mode(model, self.cfg.freeze_norm)
         self._last_refresh = time.perf_counter()
 
 
@@ -601,7 +601,7 @@ class FinetuneSession:
             )
         finally:
             if was_training:
-                _train_mode(model, self.trainer.cfg.freeze_norm)
+                train_mode(model, self.trainer.cfg.freeze_norm)
         frac = float(sem.mean()) if sem.size else 0.0
         h = self.trainer.history
         step = h[-1].step if h else 0
@@ -639,14 +639,6 @@ class FinetuneSession:
             if self.threads:
                 torch.set_num_threads(old_threads)
         return self.trainer
-
-
-def _train_mode(model, freeze_norm: bool) -> None:
-    model.train()
-    if freeze_norm:
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.eval()
 
 
 # ---- saving --------------------------------------------------------------------------------

@@ -174,11 +174,7 @@ class Trainer:
         torch.manual_seed(cfg.seed + self.step)
         rng = np.random.default_rng(cfg.seed + self.step)
         model = self.model.to(self.device)
-        model.train()
-        if cfg.freeze_norm:
-            for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.eval()
+        train_mode(model, cfg.freeze_norm)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         if self._opt_state is not None:
             opt.load_state_dict(self._opt_state)
@@ -221,11 +217,7 @@ class Trainer:
             if (due or end or self.stopped) and self.val:
                 last_val = now
                 p.val_score = self._score()
-                model.train()
-                if cfg.freeze_norm:
-                    for m in model.modules():
-                        if isinstance(m, torch.nn.BatchNorm2d):
-                            m.eval()
+                train_mode(model, cfg.freeze_norm)
                 if self.best_score is None or p.val_score > self.best_score:
                     self.best_score = p.val_score
                     self.best_state = copy.deepcopy(model.state_dict())
@@ -268,6 +260,15 @@ class Trainer:
         self.model.eval()
         with torch.inference_mode():
             return float(self.score_fn(self.model, self.val))
+
+
+def train_mode(model: UNet, freeze_norm: bool = False) -> None:
+    """Training mode; with ``freeze_norm`` batch-norm layers keep their running statistics."""
+    model.train()
+    if freeze_norm:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
 
 
 def _predict_full(model: UNet, image: np.ndarray) -> np.ndarray:
