@@ -1,6 +1,5 @@
 """Evaluation: the Otsu baseline on real data, pooled scores, and ``napari-unet evaluate``."""
 
-import argparse
 import json
 
 import numpy as np
@@ -8,7 +7,6 @@ import pytest
 import tifffile
 
 from conftest import discs
-from napari_unet import _cli_evaluate
 from napari_unet.core.baseline import otsu_watershed
 from napari_unet.core.data import find_pairs, read_image
 from napari_unet.core.evaluation import evaluate_baseline, evaluate_model, evaluate_predictions
@@ -17,29 +15,10 @@ VAL3 = ["IXMtest_A15_s5", "IXMtest_B21_s4", "IXMtest_C07_s5"]
 
 
 def _cli(argv):
-    """Run ``napari-unet evaluate`` through the main CLI once it is wired, else directly.
-
-    Returns the exit code; a user error is an exit code of 1, never an exception.
-    """
+    """Run ``napari-unet evaluate`` through the main CLI; a user error is exit code 1."""
     from napari_unet import cli
 
-    try:
-        wired = "evaluate" in cli._parser()._subparsers._group_actions[0].choices
-    except (AttributeError, IndexError):
-        wired = False
-    if wired:
-        return cli.main(argv)
-    p = argparse.ArgumentParser(prog="napari-unet")
-    sub = p.add_subparsers(dest="command", required=True)
-    _cli_evaluate.add_parser(sub)
-    args = p.parse_args(argv)
-    try:
-        return _cli_evaluate.run(args)
-    except ValueError as exc:
-        import sys
-
-        print(f"napari-unet evaluate: error: {exc}", file=sys.stderr)
-        return 1
+    return cli.main(argv)
 
 
 @pytest.fixture

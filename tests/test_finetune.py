@@ -8,7 +8,6 @@ import pytest
 import tifffile
 import torch
 
-from napari_unet import _cli_finetune
 from napari_unet.core.finetune import (
     FinetuneSession,
     Preview,
@@ -175,16 +174,10 @@ def test_save_finetuned_by_name_and_path(em, shipped_model, tmp_path):
 
 # ---- command line -------------------------------------------------------------------------
 def _cli(argv):
-    """``napari-unet finetune`` through the main CLI once wired, else through its own parser."""
+    """``napari-unet`` through the main CLI."""
     from napari_unet import cli
 
-    try:
-        wired = "finetune" in cli._parser()._subparsers._group_actions[0].choices
-    except (AttributeError, IndexError):
-        wired = False
-    if wired:
-        return cli.main(argv)
-    return _cli_finetune.main(argv)
+    return cli.main(argv)
 
 
 def test_cli_round_trip(em, shipped_model, tmp_path, capsys):

@@ -116,22 +116,3 @@ def run(args) -> int:
     print(f"saved {path}: {trainer.step} steps in {time.perf_counter() - t0:.0f} s, "
           f"score {trainer.best_score:.4f} (base {base:.4f}){note}" if base is not None else f"saved {path}")
     return 0
-
-
-def main(argv=None) -> int:
-    """Run ``finetune`` on its own (the main CLI wires :func:`add_parser` and :func:`run`)."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="napari-unet")
-    sub = p.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, MemoryError) as exc:
-        print(f"napari-unet finetune: error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -45,7 +45,7 @@ from .augment import AugmentConfig
 from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
 from .models import LoadedModel, check_name, list_models, load_model, save_model, user_dir
 from .normalize import normalize, percentiles as compute_percentiles
-from .training import Progress, Sample, TrainConfig, Trainer, samples_from_annotations, train_mode
+from .training import Progress, Sample, TrainConfig, Trainer, predict_probs, samples_from_annotations, train_mode
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -394,44 +394,6 @@ def make_finetuner(
 
 
 # ---- prediction of a region with the current weights ---------------------------------------
-def _autocast_enabled(device: torch.device, precision: str) -> bool:
-    if precision == "auto":
-        from .inference import bf16_supported
-
-        return device.type == "cuda" or bf16_supported()
-    return precision == "bf16"
-
-
-def predict_probs(model, image: np.ndarray, region: tuple[int, int, int, int] | None = None, precision: str = "auto") -> np.ndarray:
-    """Probabilities ``(C, h, w)`` of ``region = (y0, y1, x0, x1)`` of a normalised ``(C, H, W)`` image.
-
-    The region is predicted with its real surroundings (the receptive radius) as context,
-    so the result equals that region of a whole-image prediction. ``model`` must be in
-    eval mode.
-    """
-    from .tiling import plan_tiles, predict_tiled
-
-    if image.ndim == 2:
-        image = image[None]
-    H, W = image.shape[-2:]
-    y0, y1, x0, x1 = region if region is not None else (0, H, 0, W)
-    r = model.receptive_radius()
-    Y0, Y1, X0, X1 = max(0, y0 - r), min(H, y1 + r), max(0, x0 - r), min(W, x1 + r)
-    crop = np.ascontiguousarray(image[:, Y0:Y1, X0:X1], dtype=np.float32)
-    device = next(model.parameters()).device
-    amp = _autocast_enabled(device, precision)
-
-    def predictor(batch):
-        x = torch.from_numpy(batch).to(device)
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        return torch.softmax(logits.float(), 1).cpu().numpy()
-
-    geom = plan_tiles(crop.shape[-2:], model, tile=512, margin=r)
-    probs = predict_tiled(crop, predictor, geom, model.config.out_channels)
-    return probs[:, y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
-
-
 def predict_region(
     model,
     plane: np.ndarray,

@@ -20,7 +20,7 @@ from .normalize import normalize, percentiles
 from .postprocess import instances_from_probs, labels_dtype
 from .tiling import plan_tiles, predict_tiled
 
-__all__ = ["Segmenter", "Segmentation", "bf16_supported", "as_planes"]
+__all__ = ["Segmenter", "Segmentation", "bf16_supported", "resolve_precision", "as_planes"]
 
 Progress = Callable[[float, str], None]
 
@@ -31,6 +31,15 @@ def bf16_supported() -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # older torch
         return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` on CUDA or a CPU with native bfloat16, else ``"fp32"``."""
+    if precision == "auto":
+        return "bf16" if (device.type == "cuda" or bf16_supported()) else "fp32"
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    return precision
 
 
 @dataclass
@@ -88,11 +97,7 @@ class Segmenter:
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
         self.model = self.loaded.model.eval()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if precision == "auto":
-            precision = "bf16" if (self.device.type == "cuda" or bf16_supported()) else "fp32"
-        if precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
-        self.precision = precision
+        self.precision = precision = resolve_precision(precision, self.device)
         self.model.to(self.device)
         if precision == "bf16" and self.device.type == "cpu":
             self.model.to(memory_format=torch.channels_last)

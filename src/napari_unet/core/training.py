@@ -35,7 +35,7 @@ from .losses import (
 )
 from .model import UNet
 from .normalize import normalize
-from .inference import bf16_supported
+from .inference import resolve_precision
 
 __all__ = ["Sample", "TrainConfig", "Progress", "Trainer", "samples_from_annotations", "split_strokes"]
 
@@ -119,10 +119,7 @@ class Trainer:
         self.cfg = config or TrainConfig()
         self.score_fn = score_fn or labeled_iou
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        prec = self.cfg.precision
-        if prec == "auto":
-            prec = "bf16" if (self.device.type == "cuda" or bf16_supported()) else "fp32"
-        self.precision = prec
+        self.precision = resolve_precision(self.cfg.precision, self.device)
         self._stop = threading.Event()
         self.best_state: dict | None = None
         self.best_score: float | None = None
@@ -271,18 +268,34 @@ def train_mode(model: UNet, freeze_norm: bool = False) -> None:
                 m.eval()
 
 
-def _predict_full(model: UNet, image: np.ndarray) -> np.ndarray:
-    """Probabilities of a whole normalised ``(C, H, W)`` image (small images only)."""
+def predict_probs(model: UNet, image: np.ndarray, region: tuple[int, int, int, int] | None = None, precision: str = "auto", tile: int = 512) -> np.ndarray:
+    """Probabilities ``(C, h, w)`` of ``region = (y0, y1, x0, x1)`` of a normalised ``(C, H, W)`` image.
+
+    The region is predicted with its real surroundings (the receptive radius) as context,
+    so the result equals that region of a whole-image prediction. ``model`` must be in
+    eval mode.
+    """
     from .tiling import plan_tiles, predict_tiled
 
+    if image.ndim == 2:
+        image = image[None]
+    H, W = image.shape[-2:]
+    y0, y1, x0, x1 = region if region is not None else (0, H, 0, W)
+    r = model.receptive_radius()
+    Y0, Y1, X0, X1 = max(0, y0 - r), min(H, y1 + r), max(0, x0 - r), min(W, x1 + r)
+    crop = np.ascontiguousarray(image[:, Y0:Y1, X0:X1], dtype=np.float32)
     device = next(model.parameters()).device
+    amp = resolve_precision(precision, device) == "bf16"
 
     def predictor(batch):
-        with torch.inference_mode():
-            return torch.softmax(model(torch.from_numpy(batch).to(device)).float(), 1).cpu().numpy()
+        x = torch.from_numpy(batch).to(device)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        return torch.softmax(logits.float(), 1).cpu().numpy()
 
-    geom = plan_tiles(image.shape[-2:], model, tile=1024, margin=model.receptive_radius())
-    return predict_tiled(image, predictor, geom, model.config.out_channels)
+    geom = plan_tiles(crop.shape[-2:], model, tile=tile, margin=r)
+    probs = predict_tiled(crop, predictor, geom, model.config.out_channels)
+    return probs[:, y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
 
 
 def labeled_iou(model: UNet, samples: Sequence[Sample]) -> float:
@@ -291,7 +304,7 @@ def labeled_iou(model: UNet, samples: Sequence[Sample]) -> float:
     for s in samples:
         codes = s.full_codes()
         lab = codes > 0
-        probs = _predict_full(model, s.image)
+        probs = predict_probs(model, s.image, precision="fp32", tile=1024)
         pred = probs[0] < 0.5
         truth = np.isin(codes, (INTERIOR, BOUNDARY, CELL))
         inter += np.count_nonzero(pred & truth & lab)
@@ -306,7 +319,7 @@ def instance_f1(model: UNet, samples: Sequence[Sample]) -> float:
 
     counts = []
     for s in samples:
-        _, inst = instances_from_probs(_predict_full(model, s.image))
+        _, inst = instances_from_probs(predict_probs(model, s.image, precision="fp32", tile=1024))
         counts.append(instance_scores(inst, s.instances))
     r = summarize(counts)
     return 0.5 * (r["f1"] + r["mean_ap"])
