@@ -230,3 +230,29 @@ def test_cli_bad_input_is_one_line(case, em, tmp_path, capsys):
     assert rc == 1
     assert err.count("\n") == 0 and err.startswith("napari-unet finetune: error:"), err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, shipped_model, tmp_path):
+    """A model trained on objects rescaled to half size fine-tunes at half size, previews and
+    saves at the user's image size, and keeps the rescaling for the Segmenter."""
+    from napari_unet.core.finetune import model_scale
+    from napari_unet.core.inference import Segmenter
+    from napari_unet.core.models import save_model
+
+    img, lab, ann = em
+    base = load_model(shipped_model)
+    meta = dict(base.meta, image_diameter=2 * float(base.meta["diameter"]))
+    half = save_model(tmp_path / "half.pt", base.model, meta)
+    assert model_scale(meta) == pytest.approx(0.5) and model_scale(base.meta) == 1.0
+    trainer, info = make_finetuner(img, ann, half, time_budget=3)
+    assert info.scale == pytest.approx(0.5)
+    assert all(s.image.shape[-2:] == (128, 128) for s in trainer.train)  # trained at the model's scale
+    region = (10, 138, 20, 84)
+    session = FinetuneSession(trainer, info, request=lambda: PreviewRequest(img, region=region), first_preview_s=0, threads=1)
+    previews = [ev for ev in session.run() if isinstance(ev, Preview)]
+    assert previews and previews[0].semantic.shape == (128, 64)  # the view, in image pixels
+    assert session.min_distance == round(0.4 * meta["image_diameter"]) and session.min_size == 60
+    out = save_finetuned(trainer, tmp_path / "ft.pt", info)
+    seg = Segmenter(str(out))
+    assert seg.loaded.image_diameter == pytest.approx(meta["image_diameter"])
+    assert seg.segment(img).semantic.shape == img.shape

@@ -45,7 +45,7 @@ from .augment import AugmentConfig
 from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
 from .models import LoadedModel, check_name, list_models, load_model, save_model, user_dir
 from .normalize import normalize, percentiles as compute_percentiles
-from .training import Progress, Sample, TrainConfig, Trainer, predict_probs, samples_from_annotations, train_mode
+from .training import Progress, Sample, TrainConfig, Trainer, predict_probs, rescale_plane, samples_from_annotations, train_mode
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -55,6 +55,7 @@ __all__ = [
     "FinetuneSession",
     "finetune_config",
     "make_finetuner",
+    "model_scale",
     "save_finetuned",
     "describe_reading",
     "predict_region",
@@ -140,6 +141,7 @@ class FinetuneInfo:
     labeled: dict  # {"cell": pixels, "not cell": pixels}
     percentiles: tuple[float, float]
     base_path: str | None = None
+    scale: float = 1.0  # model pixels per image pixel (the base model's object-size rescaling)
     started: float = field(default_factory=time.time)
 
 
@@ -301,6 +303,20 @@ def _gray(img: np.ndarray, ann: np.ndarray, rgb: bool | None) -> np.ndarray:
     return img
 
 
+def model_scale(meta: dict) -> float:
+    """Model pixels per image pixel for a model trained on rescaled objects (else 1).
+
+    A model trained with ``--diameter`` sees objects of ``diameter`` px where the user's
+    images have ``image_diameter`` px; fine-tuning and its preview work at that scale, as
+    the Segmenter does, and the fine-tuned model keeps both values.
+    """
+    d, di = meta.get("diameter"), meta.get("image_diameter")
+    if not d or not di:
+        return 1.0
+    s = float(d) / float(di)
+    return 1.0 if abs(s - 1) < 0.05 else s
+
+
 def make_finetuner(
     images,
     annotations,
@@ -356,7 +372,8 @@ def make_finetuner(
         loaded = load_model(base)
     meta = dict(loaded.meta)
     pct = tuple(float(v) for v in meta.get("normalization", (1.0, 99.8)))
-    train, val, kinds = samples_from_annotations(imgs, anns, pct, val_fraction, seed)
+    scale = model_scale(meta)
+    train, val, kinds = samples_from_annotations(imgs, anns, pct, val_fraction, seed, scale=scale)
     held_out = not any(v is t for v in val for t in train)
     cell = bg = 0
     for s in train + (val if held_out else []):
@@ -389,6 +406,7 @@ def make_finetuner(
         labeled={"cell": cell, "not cell": bg},
         percentiles=pct,  # type: ignore[arg-type]
         base_path=str(loaded.path) if loaded.path else None,
+        scale=scale,
     )
     return trainer, info
 
@@ -403,11 +421,15 @@ def predict_region(
     threshold: float = 0.5,
     min_size: int = 15,
     precision: str = "auto",
+    scale: float = 1.0,
+    min_distance: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Semantic and instance labels of ``region`` of a raw 2D ``plane`` with ``model`` as it is now.
 
     ``limits``: the plane's normalisation limits (computed from the whole plane when
-    omitted, so a region is normalised like the whole image).
+    omitted, so a region is normalised like the whole image). ``scale``: model pixels per
+    image pixel, as in training; ``min_size`` and ``min_distance`` (seed spacing, see
+    :func:`.postprocess.instances_from_probs`) are in image pixels, as the Segmenter's.
     """
     from .postprocess import instances_from_probs
 
@@ -416,11 +438,19 @@ def predict_region(
     y0, y1, x0, x1 = region if region is not None else (0, H, 0, W)
     if limits is None:
         limits = compute_percentiles(plane, *percentiles)
-    r = model.receptive_radius()
+    r = int(np.ceil(model.receptive_radius() / scale))
     Y0, Y1, X0, X1 = max(0, y0 - r), min(H, y1 + r), max(0, x0 - r), min(W, x1 + r)
     x = normalize(plane[Y0:Y1, X0:X1], limits=limits)
-    probs = predict_probs(model, x, (y0 - Y0, y1 - Y0, x0 - X0, x1 - X0), precision)
-    return instances_from_probs(probs, threshold, min_size=min_size)
+    if scale == 1.0:
+        probs = predict_probs(model, x, (y0 - Y0, y1 - Y0, x0 - X0, x1 - X0), precision)
+    else:
+        from skimage.transform import resize
+
+        xs, _ = rescale_plane(x, None, scale)
+        probs = predict_probs(model, xs, None, precision)
+        probs = resize(probs, (probs.shape[0],) + x.shape, order=1, preserve_range=True).astype(np.float32)
+        probs = probs[:, y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
+    return instances_from_probs(probs, threshold, min_size=min_size, min_distance=min_distance)
 
 
 def _labeled_box(codes: np.ndarray) -> tuple[int, int, int, int]:
@@ -529,7 +559,10 @@ class FinetuneSession:
         self.collapse_after_s = collapse_after_s
         meta = info.base_meta
         self.threshold = float(meta.get("threshold", 0.5))
-        self.min_size = int(meta.get("min_size", 15))
+        # post-processing in image pixels, as the Segmenter does it for this model
+        self.min_size = max(1, int(round(int(meta.get("min_size", 15)) / info.scale**2)))
+        d = meta.get("image_diameter") or meta.get("diameter")
+        self.min_distance = max(2, int(round(0.4 * float(d)))) if d else None
         self._limits: dict = {}
 
     @property
@@ -559,7 +592,8 @@ class FinetuneSession:
         model.eval()
         try:
             sem, inst = predict_region(
-                model, plane, req.region, limits, self.info.percentiles, self.threshold, self.min_size
+                model, plane, req.region, limits, self.info.percentiles, self.threshold, self.min_size,
+                scale=self.info.scale, min_distance=self.min_distance,
             )
         finally:
             if was_training:
@@ -681,7 +715,7 @@ def save_finetuned(
             },
         },
     }
-    for k in ("threshold", "min_size"):
+    for k in ("threshold", "min_size", "image_diameter"):
         if k in base:
             meta[k] = base[k]
     if extra:

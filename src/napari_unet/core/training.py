@@ -37,7 +37,7 @@ from .model import UNet
 from .normalize import normalize
 from .inference import resolve_precision
 
-__all__ = ["Sample", "TrainConfig", "Progress", "Trainer", "samples_from_annotations", "split_strokes"]
+__all__ = ["Sample", "TrainConfig", "Progress", "Trainer", "samples_from_annotations", "split_strokes", "rescale_plane"]
 
 
 @dataclass
@@ -348,10 +348,25 @@ def split_strokes(codes: np.ndarray, fraction: float = 0.2, seed: int = 0) -> tu
     return train, val
 
 
-def samples_from_annotations(images, annotations, percentiles=(1.0, 99.8), val_fraction: float = 0.2, seed: int = 0):
+def rescale_plane(image: np.ndarray, labels: np.ndarray | None, scale: float):
+    """``image`` (linear) and ``labels`` (nearest) resized by ``scale``; unchanged at 1."""
+    if scale == 1.0:
+        return image, labels
+    from skimage.transform import resize
+
+    shape = tuple(max(1, round(s * scale)) for s in image.shape[-2:])
+    img = resize(image, image.shape[:-2] + shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
+    if labels is not None:
+        labels = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
+    return img, labels
+
+
+def samples_from_annotations(images, annotations, percentiles=(1.0, 99.8), val_fraction: float = 0.2, seed: int = 0, scale: float = 1.0):
     """Training and validation samples from user images and annotation arrays.
 
-    Accepts 2D pairs and stacks (annotated planes only). Returns ``(train, val, kinds)``
+    Accepts 2D pairs and stacks (annotated planes only). ``scale`` resizes every plane
+    (images linearly, annotations by nearest neighbour) to the size the model works at,
+    for models trained on rescaled objects. Returns ``(train, val, kinds)``
     where ``kinds`` says how each annotation was read. Raises ``ValueError`` with a clear
     message for empty annotations, shape mismatches or a single painted class.
     """
@@ -368,7 +383,7 @@ def samples_from_annotations(images, annotations, percentiles=(1.0, 99.8), val_f
             if kind == "empty":
                 continue
             kinds.append(kind)
-            x = normalize(pi, *percentiles)
+            x, pa = rescale_plane(normalize(pi, *percentiles), pa, scale)
             if kind == "instances":
                 inst = pa.astype(np.int32)
                 # hold out nothing from dense instances: validate on them whole
