@@ -64,12 +64,43 @@ def score(preds, truths) -> tuple[float, float]:
     return inter / union, wrong / total
 
 
-def unet_predict(model, images, percentiles):
-    from napari_unet.core.finetune import predict_probs
+def save_predictions(folder: Path, method: str, names, preds, truths) -> None:
+    """Write ``<method>_<image>.tif`` (1 = cell) and print where the wrong pixels are."""
+    import tifffile
+    from scipy import ndimage as ndi
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fp = fn = fp_band = fn_band = total = 0
+    for name, p, t in zip(names, preds, truths):
+        p, t = np.asarray(p, bool), t > 0
+        tifffile.imwrite(folder / f"{method}_{name}.tif", p.astype(np.uint8))
+        # the band: pixels within 3 px of the true cell / membrane border
+        band = ndi.binary_dilation(t, iterations=3) & ndi.binary_dilation(~t, iterations=3)
+        fp += np.count_nonzero(p & ~t)
+        fn += np.count_nonzero(~p & t)
+        fp_band += np.count_nonzero(p & ~t & band)
+        fn_band += np.count_nonzero(~p & t & band)
+        total += t.size
+    print(f"{method} errors (fractions of all pixels): cell where membrane {fp / total:.4f} "
+          f"({fp_band / total:.4f} within 3 px of a border), membrane where cell {fn / total:.4f} "
+          f"({fn_band / total:.4f} within 3 px of a border); predictions in {folder}")
+
+
+def unet_predict(model, images, percentiles, session=None):
+    """The cell mask a user gets: the plugin's own post-processing (as in the live preview
+    and the Segment widget: small "not cell" specks inside cells filled), or the raw
+    ``p(background) < 0.5`` without a ``session``."""
+    from napari_unet.core.finetune import predict_probs, predict_region
     from napari_unet.core.normalize import normalize
 
     model.eval()
-    return [predict_probs(model, normalize(im, *percentiles))[0] < 0.5 for im in images]
+    if session is None:
+        return [predict_probs(model, normalize(im, *percentiles))[0] < 0.5 for im in images]
+    return [
+        predict_region(model, im, None, None, percentiles, session.threshold, session.min_size,
+                       scale=session.info.scale, min_distance=session.min_distance, max_hole=session.max_hole)[0] > 0
+        for im in images
+    ]
 
 
 def random_forest(stroke_set, images, seed: int, n_jobs: int):
@@ -108,6 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads for training (default: as the widget, cores - 1)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a fine-tuning setting, e.g. lr=2e-3")
     p.add_argument("--no-rf", action="store_true", help="skip the random forest")
+    p.add_argument("--save", type=Path, default=None, metavar="DIR",
+                   help="write the final predictions (uint8 TIFFs, 1 = cell) and an error breakdown here")
     args = p.parse_args(argv)
 
     import torch
@@ -183,28 +216,37 @@ def main(argv=None) -> int:
     model = trainer.model
     rows = []
     model.load_state_dict(base_state)
-    iou, err = score(unet_predict(model, eval_imgs, pct), eval_truth)
+    iou, err = score(unet_predict(model, eval_imgs, pct, session), eval_truth)
     rows.append((f"{base} (base model, no fine-tuning)", 0, iou, err))
     print(f"\ntime-to-quality (U-Net fine-tuned, scored on isbi2012/{args.eval_split}):")
     print(f"  {0:>5.0f} s: pixel IoU {iou:.4f}  pixel error {err:.4f}  (base model)")
     for t in sorted(snaps):
         state, steps, best = snaps[t]
         model.load_state_dict(state)
-        iou, err = score(unet_predict(model, eval_imgs, pct), eval_truth)
+        iou, err = score(unet_predict(model, eval_imgs, pct, session), eval_truth)
         print(f"  {t:>5.0f} s: pixel IoU {iou:.4f}  pixel error {err:.4f}  ({steps} steps, held-out stroke score {best:.3f})")
         rows.append((f"U-Net fine-tuned from {base}, {t:g} s", t, iou, err))
 
+    if args.save:
+        final_preds = unet_predict(model, eval_imgs, pct, session)
+        save_predictions(args.save, "unet", [e[0] for e in evalset], final_preds, eval_truth)
     if not args.no_rf:
         preds, t_rf = random_forest(list(zip([s[1] for s in strokes], anns)), eval_imgs, args.seed, n_jobs=os.cpu_count() or 1)
         iou_rf, err_rf = score(preds, eval_truth)
+        if args.save:
+            save_predictions(args.save, "rf", [e[0] for e in evalset], preds, eval_truth)
         rows.append(("random forest on multiscale_basic_features (ilastik-style)", t_rf, iou_rf, err_rf))
+        from napari_unet.core.postprocess import fill_small_holes
+
+        iou_rff, err_rff = score([fill_small_holes(np.asarray(p, bool), session.max_hole) for p in preds], eval_truth)
+        rows.append((f"random forest + the plugin's hole filling ({session.max_hole} px)", t_rf, iou_rff, err_rff))
         print(f"\nrandom forest: trained in {t_rf:.1f} s; pixel IoU {iou_rf:.4f}  pixel error {err_rf:.4f}")
 
     print(f"\n| method | training (s) | pixel IoU (cell) | pixel error |")
     print("|---|---:|---:|---:|")
     for name, t, iou, err in rows:
         print(f"| {name} | {t:.0f} | {iou:.4f} | {err:.4f} |")
-    final = rows[-2] if not args.no_rf else rows[-1]
+    final = rows[-3] if not args.no_rf else rows[-1]
     if not args.no_rf:
         ok_iou = final[2] >= iou_rf + 0.08
         print(f"\ntargets after {args.budget:g} s: pixel IoU >= RF + 0.08: {final[2]:.4f} vs {iou_rf + 0.08:.4f} "

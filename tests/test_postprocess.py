@@ -66,3 +66,19 @@ def test_iou_matrix_without_background():
     iou = iou_matrix(two, np.ones((4, 4), np.int32))
     assert iou.shape == (2, 1)
     np.testing.assert_allclose(iou[:, 0], [0.5, 0.5])
+
+
+def test_small_holes_inside_cells_are_filled_not_gaps_at_the_border():
+    from napari_unet.core.postprocess import fill_small_holes, hole_area, seed_spacing
+
+    mask = np.zeros((40, 40), bool)
+    mask[5:30, 5:30] = True
+    mask[10:13, 10:13] = False  # a 9 px speck inside the cell
+    mask[15:25, 15:25] = False  # a 100 px hole
+    mask[0:3, 0:40] = False
+    filled = fill_small_holes(mask, 50)
+    assert filled[10:13, 10:13].all() and not filled[15:25, 15:25].any()
+    assert np.array_equal(fill_small_holes(mask, 0), mask)
+    assert fill_small_holes(mask, 100)[15:25, 15:25].all()
+    assert not fill_small_holes(mask, 10**6)[30:, :].any()  # background touching the border stays
+    assert hole_area(20) == 100 and hole_area(None) == 0 and seed_spacing(20) == 8 and seed_spacing(None) is None

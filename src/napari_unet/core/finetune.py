@@ -45,6 +45,7 @@ from .augment import AugmentConfig
 from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
 from .models import LoadedModel, check_name, list_models, load_model, save_model, user_dir
 from .normalize import normalize, percentiles as compute_percentiles
+from .postprocess import hole_area, seed_spacing
 from .training import Progress, Sample, TrainConfig, Trainer, predict_probs, rescale_plane, samples_from_annotations, train_mode
 
 __all__ = [
@@ -423,13 +424,15 @@ def predict_region(
     precision: str = "auto",
     scale: float = 1.0,
     min_distance: int | None = None,
+    max_hole: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Semantic and instance labels of ``region`` of a raw 2D ``plane`` with ``model`` as it is now.
 
     ``limits``: the plane's normalisation limits (computed from the whole plane when
     omitted, so a region is normalised like the whole image). ``scale``: model pixels per
-    image pixel, as in training; ``min_size`` and ``min_distance`` (seed spacing, see
-    :func:`.postprocess.instances_from_probs`) are in image pixels, as the Segmenter's.
+    image pixel, as in training; ``min_size``, ``min_distance`` (seed spacing) and
+    ``max_hole`` (see :func:`.postprocess.instances_from_probs`) are in image pixels, as
+    the Segmenter's.
     """
     from .postprocess import instances_from_probs
 
@@ -450,7 +453,7 @@ def predict_region(
         probs = predict_probs(model, xs, None, precision)
         probs = resize(probs, (probs.shape[0],) + x.shape, order=1, preserve_range=True).astype(np.float32)
         probs = probs[:, y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
-    return instances_from_probs(probs, threshold, min_size=min_size, min_distance=min_distance)
+    return instances_from_probs(probs, threshold, min_size=min_size, min_distance=min_distance, max_hole=max_hole)
 
 
 def _labeled_box(codes: np.ndarray) -> tuple[int, int, int, int]:
@@ -562,7 +565,8 @@ class FinetuneSession:
         # post-processing in image pixels, as the Segmenter does it for this model
         self.min_size = max(1, int(round(int(meta.get("min_size", 15)) / info.scale**2)))
         d = meta.get("image_diameter") or meta.get("diameter")
-        self.min_distance = max(2, int(round(0.4 * float(d)))) if d else None
+        self.min_distance = seed_spacing(d)
+        self.max_hole = hole_area(d)
         self._limits: dict = {}
 
     @property
@@ -593,7 +597,7 @@ class FinetuneSession:
         try:
             sem, inst = predict_region(
                 model, plane, req.region, limits, self.info.percentiles, self.threshold, self.min_size,
-                scale=self.info.scale, min_distance=self.min_distance,
+                scale=self.info.scale, min_distance=self.min_distance, max_hole=self.max_hole,
             )
         finally:
             if was_training:

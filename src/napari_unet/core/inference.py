@@ -17,7 +17,7 @@ import torch
 
 from .models import LoadedModel, load_model
 from .normalize import normalize, percentiles
-from .postprocess import instances_from_probs, labels_dtype
+from .postprocess import hole_area, instances_from_probs, labels_dtype, seed_spacing
 from .tiling import plan_tiles, predict_tiled
 
 __all__ = ["Segmenter", "Segmentation", "bf16_supported", "resolve_precision", "as_planes"]
@@ -93,6 +93,7 @@ class Segmenter:
         block: int = 2048,
         batch_size: int = 1,
         device: str | None = None,
+        fill_holes: bool = True,
     ):
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
         self.model = self.loaded.model.eval()
@@ -108,6 +109,7 @@ class Segmenter:
         self.percentiles = tuple(meta.get("normalization", (1.0, 99.8)))
         self.threshold = float(meta.get("threshold", 0.5))
         self.min_size = int(meta.get("min_size", 15))
+        self.fill_holes = fill_holes
 
     # ---- network ---------------------------------------------------------------------
     @torch.inference_mode()
@@ -196,7 +198,7 @@ class Segmenter:
         estimate = None
         for _ in range(2):
             probs = self.probabilities(crop, estimate, limits)
-            _, inst = instances_from_probs(probs, self.threshold, min_size=self._min_size(estimate), min_distance=self._min_distance(estimate))
+            _, inst = self.postprocess(probs, estimate, self._min_size(estimate))
             if inst.max() == 0:
                 return estimate
             areas = np.bincount(inst.ravel())[1:]
@@ -222,15 +224,26 @@ class Segmenter:
         min_size = self._min_size(diameter)
         if h <= self.block and w <= self.block:
             probs = self.probabilities(plane, diameter, limits, _tile_progress(progress))
-            semantic, instances = instances_from_probs(probs, self.threshold, min_size=min_size, min_distance=self._min_distance(diameter))
+            semantic, instances = self.postprocess(probs, diameter, min_size)
         else:
             semantic, instances = self._segment_blocks(plane, diameter, limits, min_size, progress)
         return Segmentation(semantic, instances, notes, diameter or self.loaded.image_diameter)
 
+    def postprocess(self, probs: np.ndarray, diameter, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Semantic and instance labels from probabilities at image scale (see :mod:`.postprocess`)."""
+        return instances_from_probs(
+            probs, self.threshold, min_size=min_size, min_distance=self._min_distance(diameter), max_hole=self._max_hole(diameter)
+        )
+
+    def _max_hole(self, diameter) -> int:
+        """Largest "not cell" speck filled inside a cell: (0.5 x the cell diameter)^2 px."""
+        d = float(diameter) if diameter else self.loaded.image_diameter
+        return hole_area(d) if self.fill_holes else 0
+
     def _min_distance(self, diameter) -> int | None:
         """Seed spacing for splitting touching cells: 0.4 x the cell diameter in pixels."""
         d = float(diameter) if diameter else self.loaded.image_diameter
-        return max(2, int(round(0.4 * d))) if d else None
+        return seed_spacing(d)
 
     def _min_size(self, diameter) -> int:
         d = float(diameter) if diameter else self.loaded.image_diameter
@@ -262,7 +275,7 @@ class Segmenter:
             Y0, X0 = max(0, y0 - halo), max(0, x0 - halo)
             Y1, X1 = min(h, y1 + halo), min(w, x1 + halo)
             probs = self.probabilities(plane[Y0:Y1, X0:X1], diameter, limits)
-            sem, inst = instances_from_probs(probs, self.threshold, min_size=min_size, min_distance=self._min_distance(diameter))
+            sem, inst = self.postprocess(probs, diameter, min_size)
             del probs
             semantic[y0:y1, x0:x1] = sem[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
             n = int(inst.max())

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-__all__ = ["semantic_from_probs", "instances_from_probs", "remove_small", "labels_dtype"]
+__all__ = ["semantic_from_probs", "instances_from_probs", "remove_small", "fill_small_holes", "labels_dtype", "seed_spacing", "hole_area"]
 
 
 def labels_dtype(n: int):
@@ -38,12 +38,41 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return lut.astype(labels_dtype(n))[labels]
 
 
+def seed_spacing(diameter: float | None) -> int | None:
+    """Seed spacing (px) for splitting touching cells of this diameter: 0.4 x diameter."""
+    return max(2, int(round(0.4 * float(diameter)))) if diameter else None
+
+
+def hole_area(diameter: float | None) -> int:
+    """Largest "not cell" speck (px) filled inside cells of this diameter: (diameter / 2)^2."""
+    return int(round(0.25 * float(diameter) ** 2)) if diameter else 0
+
+
+def fill_small_holes(mask: np.ndarray, max_hole: int) -> np.ndarray:
+    """``mask`` with enclosed background regions of at most ``max_hole`` px filled.
+
+    Regions touching the image border are not holes. Cells have no holes: small
+    "not cell" specks inside a cell (organelles, texture, noise) are errors.
+    """
+    if max_hole <= 0 or mask.all():
+        return mask
+    bg, n = ndi.label(~mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(bg.ravel(), minlength=n + 1)
+    fill = sizes <= max_hole
+    fill[0] = False
+    fill[np.unique(np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]]))] = False
+    return mask | fill[bg]
+
+
 def instances_from_probs(
     probs: np.ndarray,
     threshold: float = 0.5,
     seed_threshold: float = 0.5,
     min_size: int = 15,
     min_distance: int | None = None,
+    max_hole: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Semantic (uint8) and instance (uint16/uint32) labels from ``(3, H, W)`` probabilities.
 
@@ -53,11 +82,12 @@ def instances_from_probs(
     transform, which separates touching cells whose predicted boundary has a gap; on
     BBBC039 val this raised F1@0.5 from 0.88 to 0.94. Without it, each connected interior
     region is one seed. With only two channels (background, cell) instances are the
-    connected components of the cell mask.
+    connected components of the cell mask. ``max_hole`` (px): enclosed background
+    regions up to this area become cell first (:func:`fill_small_holes`).
     """
     if probs.ndim != 3 or probs.shape[0] < 2:
         raise ValueError(f"expected (C>=2, H, W) probabilities, got shape {probs.shape}")
-    mask = probs[0] < 1.0 - threshold
+    mask = fill_small_holes(probs[0] < 1.0 - threshold, max_hole)
     semantic = mask.astype(np.uint8)
     if not mask.any():
         return semantic, np.zeros(mask.shape, np.uint16)
