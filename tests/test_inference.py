@@ -78,3 +78,14 @@ def test_blockwise_equals_whole_on_real_image(data_dir, shipped_model):
     np.testing.assert_array_equal(blocks.semantic, whole.semantic)
     r = summarize([instance_scores(blocks.instances, whole.instances)], thresholds=(0.5, 0.9))
     assert r["f1"] > 0.97
+
+
+def test_model_of_several_sizes_estimates_the_diameter_by_default(tmp_path, data_dir, shipped_model):
+    base = load_model(shipped_model)
+    path = save_model(tmp_path / "multi.pt", base.model, dict(base.meta, default_diameter="auto"))
+    img = tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif")
+    seg = Segmenter(str(path)).segment(img)
+    assert any(n.startswith("estimated cell diameter") for n in seg.notes), seg.notes
+    assert 15 < seg.diameter < 45  # BBBC039 nuclei are ~28 px across
+    fixed = Segmenter(str(path)).segment(img, diameter=28.0)
+    assert fixed.diameter == 28.0 and not any("estimated" in n for n in fixed.notes)

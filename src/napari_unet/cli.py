@@ -225,6 +225,9 @@ def cmd_train(args) -> int:
         "diameter": round(diameter, 2),
         # a single rescaled set: user images are assumed to have that set's native size
         **({"image_diameter": round(next(iter(natives.values())), 2)} if len(natives) == 1 else {}),
+        # sets of different object sizes rescaled to one: no single size to assume, so
+        # segmentation estimates each image's cell diameter unless the user gives one
+        **({"default_diameter": "auto"} if args.diameter and len(natives) > 1 else {}),
         "normalization": [1.0, 99.8],
         "classes": ["background", "interior", "boundary"],
         "training": {

@@ -309,6 +309,8 @@ class Segmenter:
         Returns labels with the image's shape (without the colour axis).
         """
         image = np.asarray(image)
+        if diameter is None and self.loaded.meta.get("default_diameter") == "auto":
+            diameter = "auto"  # a model trained on several object sizes (see the train command)
         planes, notes, out_shape = as_planes(image, rgb)
         limits = None
         sems, insts = [], []
