@@ -89,11 +89,11 @@ def main(argv=None) -> int:
     print(f"Accuracy on the val splits (diameter: {args.diameter}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; scores pooled over images)")
     print()
-    print("| model | set | images | pixel IoU | F1@0.5 | mean AP | MP/s | precision |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("| model | set | images | pixel IoU | precision | recall | F1@0.5 | mean AP | MP/s | arithmetic |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for model, s, r, prec in rows:
-        print(f"| {model} | {s} | {r['n_images']} | {r['pixel_iou']:.3f} | {r['f1']:.3f} | {r['mean_ap']:.3f} "
-              f"| {r['mp_per_s']:.2f} | {prec} |")
+        print(f"| {model} | {s} | {r['n_images']} | {r['pixel_iou']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} "
+              f"| {r['f1']:.3f} | {r['mean_ap']:.3f} | {r['mp_per_s']:.2f} | {prec} |")
     print()
     print("Published reference figures:")
     print()

@@ -80,11 +80,13 @@ def test_train_resumes_from_checkpoint(data_dir, tmp_path, capsys):
     model = tmp_path / "r.pt"
     common = ["train", "--images", *map(str, imgs), "--output", str(model), "--batch", "2", "--patch", "64",
               "--val-every", "2", "--val-fraction", "0.5"]
-    assert main(common + ["--steps", "4"]) == 0
+    assert main(common + ["--steps", "6", "--stop-at", "4"]) == 0
     assert (tmp_path / "r.pt.ckpt").is_file()
+    from napari_unet.core.models import load_model
+
+    assert load_model(model).meta["training"]["steps"] == 4
     assert main(common + ["--steps", "6", "--resume"]) == 0
     assert "resuming from step 4" in capsys.readouterr().out
-    from napari_unet.core.models import load_model
 
     assert load_model(model).meta["training"]["steps"] == 6
     assert main(["train", "--images", str(imgs[0]), "--output", str(tmp_path / "x.pt"), "--resume"]) == 1

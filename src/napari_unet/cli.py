@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=["boundary", "weightmap"], default="boundary")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt, written at every validation")
+    t.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop after this step (the learning-rate schedule still spans --steps); --resume goes on")
     from . import _cli_evaluate, _cli_finetune
 
     _cli_evaluate.add_parser(sub)
@@ -216,6 +218,8 @@ def cmd_train(args) -> int:
             msg = f"step {p.step}: loss {p.loss:.4f} val score {p.val_score:.4f} best {p.best_score:.4f}"
             (bar.write if bar else print)(msg)
             atomic_save(trainer.checkpoint(), ckpt_path)
+        if args.stop_at is not None and p.step >= args.stop_at:
+            trainer.stop()
     if bar is not None:
         bar.close()
     name = args.name or Path(args.output).stem
