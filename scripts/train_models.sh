@@ -8,6 +8,12 @@ DATA=${DATA:-../shared/data}
 mkdir -p runs
 which=${1:-all}
 
+# copy runs/$1.pt into the package as $2.pt with float16 weights (half the size)
+ship() {
+  .venv/bin/python -c "import sys; from napari_unet.core.models import load_model, save_model; m = load_model(sys.argv[1]); save_model(sys.argv[2], m.model, m.meta, half=True)" \
+    "runs/$1.pt" "src/napari_unet/weights/$2.pt"
+}
+
 if [ "$which" = nuclei ] || [ "$which" = all ]; then
   .venv/bin/napari-unet train --images "$DATA/bbbc039/train" --output runs/nuclei.pt --name nuclei \
     --description "Fluorescence nuclei (BBBC039, U2OS Hoechst, 20x)" \
@@ -29,7 +35,7 @@ if [ "$which" = cells ] || [ "$which" = all ]; then
   .venv/bin/napari-unet train --images "$DATA/usiigaci/train" --output runs/cells2.pt --name cells \
     --description "Phase-contrast whole cells (Usiigaci, T98G, 10x)" --base runs/cells_large.pt --diameter 22 \
     --steps 2800 --val-every 400 --lr 1e-3 --seed 0 --resume | tee runs/cells2.log
-  cp runs/cells2.pt runs/cells.pt
+  ship cells2 cells
 fi
 
 # generalist: both sets rescaled to 22 px cells (nuclei x0.78, phase-contrast cells x0.5),
@@ -39,4 +45,5 @@ if [ "$which" = generalist ] || [ "$which" = all ]; then
     --output runs/generalist.pt --name generalist --base runs/nuclei.pt \
     --description "Nuclei and whole cells: fluorescence (BBBC039) and phase contrast (Usiigaci)" \
     --diameter 22 --steps 4000 --val-every 500 --seed 0 --threads 1 | tee runs/generalist.log
+  ship generalist generalist
 fi

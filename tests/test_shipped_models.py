@@ -19,7 +19,7 @@ def test_the_three_models_are_shipped():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_model_file_and_card(name):
     path = shipped_dir() / f"{name}.pt"
-    assert path.stat().st_size < 10 * 2**20  # a few MB
+    assert path.stat().st_size < 16 * 2**20  # float16 weights; `cells` (the large preset) is the biggest
     loaded = load_model(name)
     assert loaded.name == name and loaded.diameter and loaded.meta.get("description")
     card = (shipped_dir() / f"{name}.md").read_text()
@@ -36,9 +36,9 @@ def test_models_beat_the_baseline_on_real_images(data_dir, dataset, image, model
     img = tifffile.imread(data_dir / dataset / "val" / f"{image}.tif")
     truth = tifffile.imread(data_dir / dataset / "val" / f"{image}_labels.tif")
     seg = Segmenter(model).segment(img)
-    base = otsu_watershed(img)
+    base_sem, base = otsu_watershed(img)
     ours = summarize([instance_scores(seg.instances, truth)])["f1"], pixel_scores(seg.semantic, truth)["iou"]
-    theirs = summarize([instance_scores(base, truth)])["f1"], pixel_scores(base > 0, truth)["iou"]
+    theirs = summarize([instance_scores(base, truth)])["f1"], pixel_scores(base_sem, truth)["iou"]
     assert seg.instances.shape == truth.shape
     assert ours[0] > theirs[0] and ours[1] > theirs[1], (ours, theirs)
     floor = {"usiigaci": 0.6, "bbbc039": 0.85}[dataset]

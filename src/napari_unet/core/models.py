@@ -157,8 +157,13 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> LoadedModel:
     return LoadedModel(model, meta, path)
 
 
-def save_model(path: str | os.PathLike, model: "UNet", meta: dict | None = None, overwrite: bool = True) -> Path:
-    """Write ``model`` to ``path`` atomically (temporary file, then rename)."""
+def save_model(path: str | os.PathLike, model: "UNet", meta: dict | None = None, overwrite: bool = True, half: bool = False) -> Path:
+    """Write ``model`` to ``path`` atomically (temporary file, then rename).
+
+    ``half``: store floating-point tensors as float16 (half the file; loading casts them
+    back to float32). Inference runs in bfloat16 on most CPUs anyway, whose mantissa is
+    shorter than float16's.
+    """
     import torch
 
     path = Path(path)
@@ -168,6 +173,8 @@ def save_model(path: str | os.PathLike, model: "UNet", meta: dict | None = None,
         raise FileExistsError(f"{path} exists")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     data = {
         "format": FORMAT,
         "config": model.config.to_dict(),
