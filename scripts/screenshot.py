@@ -37,6 +37,26 @@ def segment(out: Path):
     viewer.close()
 
 
+def cells(out: Path):
+    """The `cells` model on a crop of a usiigaci *val* image (not seen in training)."""
+    import tifffile
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "usiigaci" / "val"
+    viewer = napari.Viewer()
+    viewer.window._qt_window.resize(1400, 850)
+    viewer.add_image(tifffile.imread(data / "val_set46.tif")[150:750, 150:750], name="val_set46 (usiigaci)")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    widget._model.value = "cells"
+    widget._on_run()
+    wait(lambda: not widget.running)
+    viewer.layers[-2].visible = False
+    viewer.layers[-1].contour = 2
+    viewer.reset_view()
+    wait(lambda: True)
+    viewer.screenshot(str(out), canvas_only=False)
+    viewer.close()
+
+
 def finetune(out: Path, seconds: float = 25):
     """Fine-tune on simulated strokes on the phase-contrast sample; shot while training."""
     import tifffile
@@ -72,6 +92,9 @@ if __name__ == "__main__":
     if which in ("all", "segment"):
         segment(out / "screenshot_segment.png")
         print("wrote", out / "screenshot_segment.png")
+    if which in ("all", "cells"):
+        cells(out / "screenshot_cells.png")
+        print("wrote", out / "screenshot_cells.png")
     if which in ("all", "finetune"):
         finetune(out / "screenshot_finetune.png")
         print("wrote", out / "screenshot_finetune.png")
