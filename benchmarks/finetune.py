@@ -86,21 +86,11 @@ def save_predictions(folder: Path, method: str, names, preds, truths) -> None:
           f"({fn_band / total:.4f} within 3 px of a border); predictions in {folder}")
 
 
-def unet_predict(model, images, percentiles, session=None):
-    """The cell mask a user gets: the plugin's own post-processing (as in the live preview
-    and the Segment widget: small "not cell" specks inside cells filled), or the raw
-    ``p(background) < 0.5`` without a ``session``."""
-    from napari_unet.core.finetune import predict_probs, predict_region
-    from napari_unet.core.normalize import normalize
-
-    model.eval()
-    if session is None:
-        return [predict_probs(model, normalize(im, *percentiles))[0] < 0.5 for im in images]
-    return [
-        predict_region(model, im, None, None, percentiles, session.threshold, session.min_size,
-                       scale=session.info.scale, min_distance=session.min_distance, max_hole=session.max_hole)[0] > 0
-        for im in images
-    ]
+def unet_predict(session, images):
+    """The cell masks a user gets from the session's current weights: the plugin's own
+    post-processing, as in the live preview and the Segment widget."""
+    session.trainer.model.eval()
+    return [session.segment(im)[0] > 0 for im in images]
 
 
 def random_forest(stroke_set, images, seed: int, n_jobs: int):
@@ -187,7 +177,6 @@ def main(argv=None) -> int:
     plane = strokes[0][1]
     t_press = time.perf_counter()
     trainer, info = make_finetuner([s[1] for s in strokes], anns, base, args.budget, seed=args.seed, **overrides)
-    pct = info.percentiles
     session = FinetuneSession(trainer, info, request=lambda: PreviewRequest(plane, key="view"), threads=threads)
     first_preview = None
     snaps = {}
@@ -216,19 +205,19 @@ def main(argv=None) -> int:
     model = trainer.model
     rows = []
     model.load_state_dict(base_state)
-    iou, err = score(unet_predict(model, eval_imgs, pct, session), eval_truth)
+    iou, err = score(unet_predict(session, eval_imgs), eval_truth)
     rows.append((f"{base} (base model, no fine-tuning)", 0, iou, err))
     print(f"\ntime-to-quality (U-Net fine-tuned, scored on isbi2012/{args.eval_split}):")
     print(f"  {0:>5.0f} s: pixel IoU {iou:.4f}  pixel error {err:.4f}  (base model)")
     for t in sorted(snaps):
         state, steps, best = snaps[t]
         model.load_state_dict(state)
-        iou, err = score(unet_predict(model, eval_imgs, pct, session), eval_truth)
+        iou, err = score(unet_predict(session, eval_imgs), eval_truth)
         print(f"  {t:>5.0f} s: pixel IoU {iou:.4f}  pixel error {err:.4f}  ({steps} steps, held-out stroke score {best:.3f})")
         rows.append((f"U-Net fine-tuned from {base}, {t:g} s", t, iou, err))
 
     if args.save:
-        final_preds = unet_predict(model, eval_imgs, pct, session)
+        final_preds = unet_predict(session, eval_imgs)
         save_predictions(args.save, "unet", [e[0] for e in evalset], final_preds, eval_truth)
     if not args.no_rf:
         preds, t_rf = random_forest(list(zip([s[1] for s in strokes], anns)), eval_imgs, args.seed, n_jobs=os.cpu_count() or 1)

@@ -235,7 +235,6 @@ def test_cli_bad_input_is_one_line(case, em, tmp_path, capsys):
 def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, shipped_model, tmp_path):
     """A model trained on objects rescaled to half size fine-tunes at half size, previews and
     saves at the user's image size, and keeps the rescaling for the Segmenter."""
-    from napari_unet.core.finetune import model_scale
     from napari_unet.core.inference import Segmenter
     from napari_unet.core.models import save_model
 
@@ -243,7 +242,7 @@ def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, shipped
     base = load_model(shipped_model)
     meta = dict(base.meta, image_diameter=2 * float(base.meta["diameter"]))
     half = save_model(tmp_path / "half.pt", base.model, meta)
-    assert model_scale(meta) == pytest.approx(0.5) and model_scale(base.meta) == 1.0
+    assert load_model(half).scale() == pytest.approx(0.5) and base.scale() == 1.0
     trainer, info = make_finetuner(img, ann, half, time_budget=3)
     assert info.scale == pytest.approx(0.5)
     assert all(s.image.shape[-2:] == (128, 128) for s in trainer.train)  # trained at the model's scale

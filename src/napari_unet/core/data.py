@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_image", "find_pairs", "median_diameter", "rescale_pair"]
+__all__ = ["read_image", "find_pairs", "median_diameter", "rescale_pair", "predict_at_scale"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -75,13 +75,26 @@ def median_diameter(labels: list[np.ndarray] | np.ndarray) -> float:
     return float(2 * np.sqrt(np.median(areas) / np.pi))
 
 
-def rescale_pair(image: np.ndarray, labels: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rescale an image (linear) and its instance labels (nearest) by ``scale``."""
+def rescale_pair(image: np.ndarray, labels: np.ndarray | None, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rescale a 2D image (linear) and its labels (nearest; ``None``: image only) by ``scale``."""
     if abs(scale - 1) < 1e-3:
         return image, labels
     from skimage.transform import resize
 
-    shape = tuple(max(1, round(s * scale)) for s in labels.shape)
+    shape = tuple(max(1, round(s * scale)) for s in image.shape[-2:])
     img = resize(image.astype(np.float32), shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
-    lab = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
-    return img, lab
+    if labels is not None:
+        labels = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
+    return img, labels
+
+
+def predict_at_scale(image: np.ndarray, scale: float, predict) -> np.ndarray:
+    """``predict`` (2D image -> ``(C, h, w)``) on ``image`` rescaled by ``scale``; the output
+    is resized back (linearly) to the image's size."""
+    x, _ = rescale_pair(image, None, scale)
+    out = predict(x)
+    if x.shape[-2:] == image.shape[-2:]:
+        return out
+    from skimage.transform import resize
+
+    return resize(out, out.shape[:-2] + image.shape[-2:], order=1, preserve_range=True).astype(np.float32)

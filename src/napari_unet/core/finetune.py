@@ -46,7 +46,8 @@ from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
 from .models import LoadedModel, check_name, list_models, load_model, save_model, user_dir
 from .normalize import normalize, percentiles as compute_percentiles
 from .postprocess import hole_area, seed_spacing
-from .training import Progress, Sample, TrainConfig, Trainer, predict_probs, rescale_plane, samples_from_annotations, train_mode
+from .data import predict_at_scale
+from .training import Progress, Sample, TrainConfig, Trainer, predict_probs, samples_from_annotations, train_mode
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -56,7 +57,6 @@ __all__ = [
     "FinetuneSession",
     "finetune_config",
     "make_finetuner",
-    "model_scale",
     "save_finetuned",
     "describe_reading",
     "predict_region",
@@ -304,20 +304,6 @@ def _gray(img: np.ndarray, ann: np.ndarray, rgb: bool | None) -> np.ndarray:
     return img
 
 
-def model_scale(meta: dict) -> float:
-    """Model pixels per image pixel for a model trained on rescaled objects (else 1).
-
-    A model trained with ``--diameter`` sees objects of ``diameter`` px where the user's
-    images have ``image_diameter`` px; fine-tuning and its preview work at that scale, as
-    the Segmenter does, and the fine-tuned model keeps both values.
-    """
-    d, di = meta.get("diameter"), meta.get("image_diameter")
-    if not d or not di:
-        return 1.0
-    s = float(d) / float(di)
-    return 1.0 if abs(s - 1) < 0.05 else s
-
-
 def make_finetuner(
     images,
     annotations,
@@ -373,7 +359,7 @@ def make_finetuner(
         loaded = load_model(base)
     meta = dict(loaded.meta)
     pct = tuple(float(v) for v in meta.get("normalization", (1.0, 99.8)))
-    scale = model_scale(meta)
+    scale = loaded.scale()  # a model trained on rescaled objects is fine-tuned at its scale
     train, val, kinds = samples_from_annotations(imgs, anns, pct, val_fraction, seed, scale=scale)
     held_out = not any(v is t for v in val for t in train)
     cell = bg = 0
@@ -446,12 +432,8 @@ def predict_region(
     x = normalize(plane[Y0:Y1, X0:X1], limits=limits)
     if scale == 1.0:
         probs = predict_probs(model, x, (y0 - Y0, y1 - Y0, x0 - X0, x1 - X0), precision)
-    else:
-        from skimage.transform import resize
-
-        xs, _ = rescale_plane(x, None, scale)
-        probs = predict_probs(model, xs, None, precision)
-        probs = resize(probs, (probs.shape[0],) + x.shape, order=1, preserve_range=True).astype(np.float32)
+    else:  # the whole context at the model's scale, then the region at the image's
+        probs = predict_at_scale(x, scale, lambda xs: predict_probs(model, xs, None, precision))
         probs = probs[:, y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
     return instances_from_probs(probs, threshold, min_size=min_size, min_distance=min_distance, max_hole=max_hole)
 
@@ -582,6 +564,15 @@ class FinetuneSession:
             self._limits[key] = hit
         return hit[1]
 
+    def segment(self, plane: np.ndarray, region=None, limits=None) -> tuple[np.ndarray, np.ndarray]:
+        """Semantic and instance labels of ``region`` of a raw ``plane`` with the current
+        weights, post-processed as Segment would with this model (call with the model in
+        eval mode)."""
+        return predict_region(
+            self.trainer.model, plane, region, limits, self.info.percentiles, self.threshold, self.min_size,
+            scale=self.info.scale, min_distance=self.min_distance, max_hole=self.max_hole,
+        )
+
     def preview_now(self) -> Preview | None:
         """A preview of the current weights (call between training steps, same thread)."""
         if self.request is None:
@@ -595,10 +586,7 @@ class FinetuneSession:
         was_training = model.training
         model.eval()
         try:
-            sem, inst = predict_region(
-                model, plane, req.region, limits, self.info.percentiles, self.threshold, self.min_size,
-                scale=self.info.scale, min_distance=self.min_distance, max_hole=self.max_hole,
-            )
+            sem, inst = self.segment(plane, req.region, limits)
         finally:
             if was_training:
                 train_mode(model, self.trainer.cfg.freeze_norm)

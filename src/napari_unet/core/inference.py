@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .data import predict_at_scale
 from .models import LoadedModel, load_model
 from .normalize import normalize, percentiles
 from .postprocess import hole_area, instances_from_probs, labels_dtype, seed_spacing
@@ -163,26 +164,7 @@ class Segmenter:
     def probabilities(self, plane: np.ndarray, diameter: float | None = None, limits=None, progress=None) -> np.ndarray:
         """Probabilities of a raw 2D plane, rescaled so objects of ``diameter`` px match the model."""
         x = normalize(plane, *self.percentiles, limits=limits)
-        scale = self._scale(diameter)
-        if scale != 1.0:
-            from skimage.transform import resize
-
-            shape = tuple(max(1, round(s * scale)) for s in x.shape)
-            x = resize(x, shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
-        probs = self.predict_normalized(x, progress)
-        if scale != 1.0:
-            from skimage.transform import resize
-
-            probs = resize(probs, (probs.shape[0],) + plane.shape, order=1, preserve_range=True).astype(np.float32)
-        return probs
-
-    def _scale(self, diameter: float | None) -> float:
-        own = self.loaded.diameter
-        diameter = diameter or self.loaded.image_diameter
-        if not diameter or not own:
-            return 1.0
-        scale = own / float(diameter)
-        return 1.0 if abs(scale - 1) < 0.05 else scale
+        return predict_at_scale(x, self.loaded.scale(diameter), lambda xs: self.predict_normalized(xs, progress))
 
     def estimate_diameter(self, plane: np.ndarray, limits=None) -> float | None:
         """Typical cell diameter (px) in ``plane``; ``None`` when no cell is found.
@@ -198,7 +180,7 @@ class Segmenter:
         if not own:
             return None
         h, w = plane.shape
-        s0 = self._scale(None)
+        s0 = self.loaded.scale(None)
         best = None
         for f in (1.0, 0.5, 2.0, 0.25):
             s = s0 * f
@@ -271,7 +253,7 @@ class Segmenter:
         """
         h, w = plane.shape
         B = self.block
-        scale = 1.0 / self._scale(diameter)  # image pixels per model pixel
+        scale = 1.0 / self.loaded.scale(diameter)  # image pixels per model pixel
         halo = int(math.ceil(max(128, 2 * (self.model.receptive_radius() + 8)) * scale))
         m = self.model.multiple  # block origins on the pooling grid keep probabilities exact
         halo = -(-min(halo, B // 2) // m) * m

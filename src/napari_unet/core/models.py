@@ -75,6 +75,19 @@ class LoadedModel:
         d = self.meta.get("image_diameter")
         return float(d) if d else self.diameter
 
+    def scale(self, diameter: float | None = None) -> float:
+        """Model pixels per image pixel for cells of ``diameter`` px (default: :attr:`image_diameter`).
+
+        ``diameter / image_diameter`` for a model trained on rescaled objects; 1 when the
+        model has no size or the factor is within 5 % of 1.
+        """
+        own = self.diameter
+        diameter = diameter or self.image_diameter
+        if not diameter or not own:
+            return 1.0
+        s = own / float(diameter)
+        return 1.0 if abs(s - 1) < 0.05 else s
+
 
 def shipped_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "weights"

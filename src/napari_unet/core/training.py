@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .augment import AugmentConfig, augment_intensity, sample_patch
+from .data import rescale_pair
 from .losses import (
     BACKGROUND,
     CELL,
@@ -37,7 +38,7 @@ from .model import UNet
 from .normalize import normalize
 from .inference import resolve_precision
 
-__all__ = ["Sample", "TrainConfig", "Progress", "Trainer", "samples_from_annotations", "split_strokes", "rescale_plane"]
+__all__ = ["Sample", "TrainConfig", "Progress", "Trainer", "samples_from_annotations", "split_strokes"]
 
 
 @dataclass
@@ -348,19 +349,6 @@ def split_strokes(codes: np.ndarray, fraction: float = 0.2, seed: int = 0) -> tu
     return train, val
 
 
-def rescale_plane(image: np.ndarray, labels: np.ndarray | None, scale: float):
-    """``image`` (linear) and ``labels`` (nearest) resized by ``scale``; unchanged at 1."""
-    if scale == 1.0:
-        return image, labels
-    from skimage.transform import resize
-
-    shape = tuple(max(1, round(s * scale)) for s in image.shape[-2:])
-    img = resize(image, image.shape[:-2] + shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
-    if labels is not None:
-        labels = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
-    return img, labels
-
-
 def samples_from_annotations(images, annotations, percentiles=(1.0, 99.8), val_fraction: float = 0.2, seed: int = 0, scale: float = 1.0):
     """Training and validation samples from user images and annotation arrays.
 
@@ -383,7 +371,7 @@ def samples_from_annotations(images, annotations, percentiles=(1.0, 99.8), val_f
             if kind == "empty":
                 continue
             kinds.append(kind)
-            x, pa = rescale_plane(normalize(pi, *percentiles), pa, scale)
+            x, pa = rescale_pair(normalize(pi, *percentiles), pa, scale)
             if kind == "instances":
                 inst = pa.astype(np.int32)
                 # hold out nothing from dense instances: validate on them whole
