@@ -227,8 +227,8 @@ def main(argv=None) -> int:
         rows.append(("random forest on multiscale_basic_features (ilastik-style)", t_rf, iou_rf, err_rf))
         from napari_unet.core.postprocess import fill_small_holes
 
-        iou_rff, err_rff = score([fill_small_holes(np.asarray(p, bool), session.max_hole) for p in preds], eval_truth)
-        rows.append((f"random forest + the plugin's hole filling ({session.max_hole} px)", t_rf, iou_rff, err_rff))
+        iou_rff, err_rff = score([fill_small_holes(np.asarray(p, bool), session.post.max_hole) for p in preds], eval_truth)
+        rows.append((f"random forest + the plugin's hole filling ({session.post.max_hole} px)", t_rf, iou_rff, err_rff))
         print(f"\nrandom forest: trained in {t_rf:.1f} s; pixel IoU {iou_rf:.4f}  pixel error {err_rf:.4f}")
 
     print(f"\n| method | training (s) | pixel IoU (cell) | pixel error |")

@@ -240,7 +240,7 @@ def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, shipped
 
     img, lab, ann = em
     base = load_model(shipped_model)
-    meta = dict(base.meta, image_diameter=2 * float(base.meta["diameter"]))
+    meta = dict(base.meta, image_diameter=2 * float(base.meta["diameter"]), seed_threshold=0.8)
     half = save_model(tmp_path / "half.pt", base.model, meta)
     assert load_model(half).scale() == pytest.approx(0.5) and base.scale() == 1.0
     trainer, info = make_finetuner(img, ann, half, time_budget=3)
@@ -250,8 +250,10 @@ def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, shipped
     session = FinetuneSession(trainer, info, request=lambda: PreviewRequest(img, region=region), first_preview_s=0, threads=1)
     previews = [ev for ev in session.run() if isinstance(ev, Preview)]
     assert previews and previews[0].semantic.shape == (128, 64)  # the view, in image pixels
-    assert session.min_distance == round(0.4 * meta["image_diameter"]) and session.min_size == 60
+    assert session.post.min_distance == round(0.4 * meta["image_diameter"]) and session.post.min_size == 60
+    assert session.post.seed_threshold == 0.8  # the base model's own post-processing
     out = save_finetuned(trainer, tmp_path / "ft.pt", info)
     seg = Segmenter(str(out))
     assert seg.loaded.image_diameter == pytest.approx(meta["image_diameter"])
+    assert seg.settings() == session.post  # Segment post-processes the saved model as the preview did
     assert seg.segment(img).semantic.shape == img.shape

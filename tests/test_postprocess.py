@@ -82,3 +82,33 @@ def test_small_holes_inside_cells_are_filled_not_gaps_at_the_border():
     assert fill_small_holes(mask, 100)[15:25, 15:25].all()
     assert not fill_small_holes(mask, 10**6)[30:, :].any()  # background touching the border stays
     assert hole_area(20) == 100 and hole_area(None) == 0 and seed_spacing(20) == 8 and seed_spacing(None) is None
+
+
+def test_model_settings_keep_long_thin_cells_whole_and_split_at_a_weak_contact():
+    """Per-model post-processing (model metadata): distance-peak seeds cut a long thin cell
+    into pieces; one seed per confident interior region keeps it whole, and a higher seed
+    threshold separates two cells whose interior only weakens at their contact."""
+    from napari_unet.core.postprocess import Postprocess
+
+    lab = np.zeros((60, 200), np.int32)
+    lab[25:35, 10:190] = 1  # a 10 px wide, 180 px long cell (diameter ~40 px by area)
+    lab[5:20, 20:60] = 2
+    lab[5:20, 60:100] = 3  # two cells side by side, no boundary predicted between them
+    p = np.full((3,) + lab.shape, 0.02, np.float32)
+    p[0][lab == 0] = 0.96
+    p[1][lab > 0] = 0.96
+    p[1][5:20, 58:62] = 0.6  # the interior is less sure at the contact
+    p[0][5:20, 58:62] = 0.02
+    p[2][5:20, 58:62] = 0.38
+    p /= p.sum(0)
+
+    default = Postprocess.for_model({}, diameter=40)
+    assert default.min_distance == 16 and default.seed_threshold == 0.5
+    _, inst = default(p)
+    assert len(np.unique(inst[30, 10:190])) > 1  # the thin cell is cut into pieces
+
+    thin = Postprocess.for_model({"seed_spacing": 0, "seed_threshold": 0.8, "min_size": 60}, diameter=40, scale=0.5)
+    assert thin.min_distance is None and thin.min_size == 240  # model px -> image px
+    _, inst = thin(p)
+    r = summarize([instance_scores(inst, lab)])
+    assert r["f1"] == 1.0 and inst.max() == 3

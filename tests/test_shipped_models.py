@@ -43,3 +43,5 @@ def test_models_beat_the_baseline_on_real_images(data_dir, dataset, image, model
     assert ours[0] > theirs[0] and ours[1] > theirs[1], (ours, theirs)
     floor = {"usiigaci": 0.6, "bbbc039": 0.85}[dataset]
     assert ours[1] >= floor, ours
+    if model == "cells":  # its own post-processing (one seed per interior region): 0.74 here, 0.64 without
+        assert ours[0] >= 0.7, ours

@@ -45,7 +45,7 @@ from .augment import AugmentConfig
 from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
 from .models import LoadedModel, check_name, list_models, load_model, save_model, user_dir
 from .normalize import normalize, percentiles as compute_percentiles
-from .postprocess import hole_area, seed_spacing
+from .postprocess import POSTPROCESS_KEYS, Postprocess
 from .data import predict_at_scale
 from .training import Progress, Sample, TrainConfig, Trainer, predict_probs, samples_from_annotations, train_mode
 
@@ -405,23 +405,17 @@ def predict_region(
     region: tuple[int, int, int, int] | None = None,
     limits: tuple[float, float] | None = None,
     percentiles: tuple[float, float] = (1.0, 99.8),
-    threshold: float = 0.5,
-    min_size: int = 15,
+    post: Postprocess | None = None,
     precision: str = "auto",
     scale: float = 1.0,
-    min_distance: int | None = None,
-    max_hole: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Semantic and instance labels of ``region`` of a raw 2D ``plane`` with ``model`` as it is now.
 
     ``limits``: the plane's normalisation limits (computed from the whole plane when
     omitted, so a region is normalised like the whole image). ``scale``: model pixels per
-    image pixel, as in training; ``min_size``, ``min_distance`` (seed spacing) and
-    ``max_hole`` (see :func:`.postprocess.instances_from_probs`) are in image pixels, as
-    the Segmenter's.
+    image pixel, as in training; ``post``: the post-processing, in image pixels as the
+    Segmenter's (default settings when omitted).
     """
-    from .postprocess import instances_from_probs
-
     plane = np.asarray(plane)
     H, W = plane.shape
     y0, y1, x0, x1 = region if region is not None else (0, H, 0, W)
@@ -435,7 +429,7 @@ def predict_region(
     else:  # the whole context at the model's scale, then the region at the image's
         probs = predict_at_scale(x, scale, lambda xs: predict_probs(model, xs, None, precision))
         probs = probs[:, y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
-    return instances_from_probs(probs, threshold, min_size=min_size, min_distance=min_distance, max_hole=max_hole)
+    return (post or Postprocess())(probs)
 
 
 def _labeled_box(codes: np.ndarray) -> tuple[int, int, int, int]:
@@ -543,12 +537,8 @@ class FinetuneSession:
         self.collapse_fraction = collapse_fraction
         self.collapse_after_s = collapse_after_s
         meta = info.base_meta
-        self.threshold = float(meta.get("threshold", 0.5))
         # post-processing in image pixels, as the Segmenter does it for this model
-        self.min_size = max(1, int(round(int(meta.get("min_size", 15)) / info.scale**2)))
-        d = meta.get("image_diameter") or meta.get("diameter")
-        self.min_distance = seed_spacing(d)
-        self.max_hole = hole_area(d)
+        self.post = Postprocess.for_model(meta, meta.get("image_diameter") or meta.get("diameter"), info.scale)
         self._limits: dict = {}
 
     @property
@@ -569,8 +559,7 @@ class FinetuneSession:
         weights, post-processed as Segment would with this model (call with the model in
         eval mode)."""
         return predict_region(
-            self.trainer.model, plane, region, limits, self.info.percentiles, self.threshold, self.min_size,
-            scale=self.info.scale, min_distance=self.min_distance, max_hole=self.max_hole,
+            self.trainer.model, plane, region, limits, self.info.percentiles, self.post, scale=self.info.scale
         )
 
     def preview_now(self) -> Preview | None:
@@ -707,7 +696,7 @@ def save_finetuned(
             },
         },
     }
-    for k in ("threshold", "min_size", "image_diameter"):
+    for k in (*POSTPROCESS_KEYS, "image_diameter"):
         if k in base:
             meta[k] = base[k]
     if extra:

@@ -18,7 +18,7 @@ import torch
 from .data import predict_at_scale
 from .models import LoadedModel, load_model
 from .normalize import normalize, percentiles
-from .postprocess import hole_area, instances_from_probs, labels_dtype, seed_spacing
+from .postprocess import Postprocess, labels_dtype
 from .tiling import plan_tiles, predict_tiled
 
 __all__ = ["Segmenter", "Segmentation", "bf16_supported", "resolve_precision", "as_planes"]
@@ -108,8 +108,6 @@ class Segmenter:
         self.batch_size = batch_size
         meta = self.loaded.meta
         self.percentiles = tuple(meta.get("normalization", (1.0, 99.8)))
-        self.threshold = float(meta.get("threshold", 0.5))
-        self.min_size = int(meta.get("min_size", 15))
         self.fill_holes = fill_holes
 
     # ---- network ---------------------------------------------------------------------
@@ -189,7 +187,7 @@ class Segmenter:
             crop = plane[cy : cy + side, cx : cx + side]
             d = own / s  # the image diameter that means "scale by s"
             probs = self.probabilities(crop, d, limits)
-            _, inst = self.postprocess(probs, d, self._min_size(d))
+            _, inst = self.postprocess(probs, d)
             areas = np.bincount(inst.ravel())[1:]
             areas = areas[areas > 0]
             if areas.size < 3:
@@ -214,37 +212,23 @@ class Segmenter:
             else:
                 notes.append(f"estimated cell diameter: {diameter:.1f} px")
         h, w = plane.shape
-        min_size = self._min_size(diameter)
         if h <= self.block and w <= self.block:
             probs = self.probabilities(plane, diameter, limits, _tile_progress(progress))
-            semantic, instances = self.postprocess(probs, diameter, min_size)
+            semantic, instances = self.postprocess(probs, diameter)
         else:
-            semantic, instances = self._segment_blocks(plane, diameter, limits, min_size, progress)
+            semantic, instances = self._segment_blocks(plane, diameter, limits, progress)
         return Segmentation(semantic, instances, notes, diameter or self.loaded.image_diameter)
 
-    def postprocess(self, probs: np.ndarray, diameter, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def postprocess(self, probs: np.ndarray, diameter) -> tuple[np.ndarray, np.ndarray]:
         """Semantic and instance labels from probabilities at image scale (see :mod:`.postprocess`)."""
-        return instances_from_probs(
-            probs, self.threshold, min_size=min_size, min_distance=self._min_distance(diameter), max_hole=self._max_hole(diameter)
-        )
+        return self.settings(diameter)(probs)
 
-    def _max_hole(self, diameter) -> int:
-        """Largest "not cell" speck filled inside a cell: (0.5 x the cell diameter)^2 px."""
+    def settings(self, diameter=None) -> Postprocess:
+        """The model's post-processing for cells of ``diameter`` px (default: the model's)."""
         d = float(diameter) if diameter else self.loaded.image_diameter
-        return hole_area(d) if self.fill_holes else 0
+        return Postprocess.for_model(self.loaded.meta, d, self.loaded.scale(diameter), self.fill_holes)
 
-    def _min_distance(self, diameter) -> int | None:
-        """Seed spacing for splitting touching cells: 0.4 x the cell diameter in pixels."""
-        d = float(diameter) if diameter else self.loaded.image_diameter
-        return seed_spacing(d)
-
-    def _min_size(self, diameter) -> int:
-        d = float(diameter) if diameter else self.loaded.image_diameter
-        if not d or not self.loaded.diameter:
-            return self.min_size
-        return max(1, int(round(self.min_size * (d / self.loaded.diameter) ** 2)))
-
-    def _segment_blocks(self, plane, diameter, limits, min_size, progress):
+    def _segment_blocks(self, plane, diameter, limits, progress):
         """Blockwise segmentation with stitching for planes larger than ``self.block``.
 
         Each block is predicted with ``halo`` pixels of real context, so its probabilities
@@ -268,7 +252,7 @@ class Segmenter:
             Y0, X0 = max(0, y0 - halo), max(0, x0 - halo)
             Y1, X1 = min(h, y1 + halo), min(w, x1 + halo)
             probs = self.probabilities(plane[Y0:Y1, X0:X1], diameter, limits)
-            sem, inst = self.postprocess(probs, diameter, min_size)
+            sem, inst = self.postprocess(probs, diameter)
             del probs
             semantic[y0:y1, x0:x1] = sem[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
             n = int(inst.max())

@@ -8,11 +8,26 @@ touching cells, and grown over the whole cell mask by a watershed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-__all__ = ["semantic_from_probs", "instances_from_probs", "remove_small", "fill_small_holes", "labels_dtype", "seed_spacing", "hole_area"]
+__all__ = [
+    "semantic_from_probs",
+    "instances_from_probs",
+    "remove_small",
+    "fill_small_holes",
+    "labels_dtype",
+    "seed_spacing",
+    "hole_area",
+    "Postprocess",
+    "POSTPROCESS_KEYS",
+]
+
+# model metadata keys that set the post-processing (kept when a model is fine-tuned)
+POSTPROCESS_KEYS = ("threshold", "seed_threshold", "seed_spacing", "min_size")
 
 
 def labels_dtype(n: int):
@@ -38,9 +53,10 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return lut.astype(labels_dtype(n))[labels]
 
 
-def seed_spacing(diameter: float | None) -> int | None:
-    """Seed spacing (px) for splitting touching cells of this diameter: 0.4 x diameter."""
-    return max(2, int(round(0.4 * float(diameter)))) if diameter else None
+def seed_spacing(diameter: float | None, fraction: float | None = 0.4) -> int | None:
+    """Seed spacing (px) for splitting touching cells of this diameter: ``fraction`` x
+    diameter (0.4 by default); ``None`` (no split) without a diameter or a fraction."""
+    return max(2, int(round(float(fraction) * float(diameter)))) if diameter and fraction else None
 
 
 def hole_area(diameter: float | None) -> int:
@@ -115,3 +131,42 @@ def instances_from_probs(
         offset = labels.max()
         labels = np.where(rest > 0, rest + offset, labels)
     return semantic, remove_small(labels, min_size)
+
+
+@dataclass(frozen=True)
+class Postprocess:
+    """Post-processing settings in image pixels; call it on ``(3, H, W)`` probabilities.
+
+    Build it with :meth:`for_model` so that Segment, the fine-tuning preview and the
+    benchmarks treat a model's output the same way.
+    """
+
+    threshold: float = 0.5
+    seed_threshold: float = 0.5
+    min_size: int = 15
+    min_distance: int | None = None
+    max_hole: int = 0
+
+    @classmethod
+    def for_model(cls, meta: dict, diameter: float | None, scale: float = 1.0, fill_holes: bool = True) -> "Postprocess":
+        """Settings for a model (its metadata ``meta``) on cells of ``diameter`` image px
+        segmented at ``scale`` model px per image px.
+
+        Metadata keys (all optional): ``threshold`` (cell when ``p_background <
+        1 - threshold``, 0.5), ``seed_threshold`` (confident interior, 0.5),
+        ``seed_spacing`` (split seed regions at distance peaks this many cell diameters
+        apart, 0.4; ``0``/``None``: one seed per connected interior region, better for
+        long thin cells) and ``min_size`` (smallest object in the pixels the network
+        sees, 15). Holes up to :func:`hole_area` are filled unless ``fill_holes`` is off.
+        """
+        return cls(
+            threshold=float(meta.get("threshold", 0.5)),
+            seed_threshold=float(meta.get("seed_threshold", 0.5)),
+            min_size=max(1, int(round(int(meta.get("min_size", 15)) / scale**2))),
+            min_distance=seed_spacing(diameter, meta.get("seed_spacing", 0.4)),
+            max_hole=hole_area(diameter) if fill_holes else 0,
+        )
+
+    def __call__(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Semantic and instance labels (see :func:`instances_from_probs`)."""
+        return instances_from_probs(probs, self.threshold, self.seed_threshold, self.min_size, self.min_distance, self.max_hole)
