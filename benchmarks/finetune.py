@@ -139,6 +139,7 @@ def main(argv=None) -> int:
         FINETUNE_DEFAULTS,
         FinetuneSession,
         PreviewRequest,
+        calibrate_threshold,
         default_threads,
         make_finetuner,
         simulate_strokes,
@@ -205,6 +206,7 @@ def main(argv=None) -> int:
     model = trainer.model
     rows = []
     model.load_state_dict(base_state)
+    session.threshold = session.post.threshold  # the base model as Segment runs it
     iou, err = score(unet_predict(session, eval_imgs), eval_truth)
     rows.append((f"{base} (base model, no fine-tuning)", 0, iou, err))
     print(f"\ntime-to-quality (U-Net fine-tuned, scored on isbi2012/{args.eval_split}):")
@@ -212,8 +214,12 @@ def main(argv=None) -> int:
     for t in sorted(snaps):
         state, steps, best = snaps[t]
         model.load_state_dict(state)
+        # the threshold the saved model would carry (calibrated on the annotated images)
+        cal = calibrate_threshold(trainer, state)
+        session.threshold = cal[0] if cal else session.post.threshold
         iou, err = score(unet_predict(session, eval_imgs), eval_truth)
-        print(f"  {t:>5.0f} s: pixel IoU {iou:.4f}  pixel error {err:.4f}  ({steps} steps, held-out stroke score {best:.3f})")
+        note = f", threshold {cal[0]:.3f} for {100 * cal[1]:.1f} % cells" if cal else ""
+        print(f"  {t:>5.0f} s: pixel IoU {iou:.4f}  pixel error {err:.4f}  ({steps} steps, held-out stroke score {best:.3f}{note})")
         rows.append((f"U-Net fine-tuned from {base}, {t:g} s", t, iou, err))
 
     if args.save:

@@ -1,5 +1,6 @@
 """Fine-tuning core (no Qt): real EM crops with simulated strokes, saving, the CLI round trip."""
 
+import dataclasses
 import threading
 import time
 
@@ -12,6 +13,7 @@ from napari_unet.core.finetune import (
     FinetuneSession,
     Preview,
     PreviewRequest,
+    calibrate_threshold,
     default_threads,
     describe_reading,
     labeled_miou,
@@ -161,6 +163,14 @@ def test_save_finetuned_by_name_and_path(em, shipped_model, tmp_path):
     assert ft["seconds"] > 0 and ft["steps"] == trainer.step and ft["base_val_score"] is not None
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[k], v.cpu())
+    # the cell threshold is re-estimated for the annotated image's own cell fraction
+    th, frac = calibrate_threshold(trainer)
+    assert 0.1 <= th <= 0.9 and 0 < frac < 1
+    assert loaded.meta["threshold"] == pytest.approx(th, abs=1e-4)
+    assert loaded.meta["calibration"] == {"cell_fraction": pytest.approx(frac, abs=1e-4), "train_prior": 0.5}
+    from napari_unet.core.inference import Segmenter
+
+    assert Segmenter(path).settings().threshold == loaded.meta["threshold"]
     with pytest.raises(FileExistsError):
         save_finetuned(trainer, "em strokes", info)
     with pytest.raises(ValueError, match="shipped"):
@@ -255,5 +265,6 @@ def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, shipped
     out = save_finetuned(trainer, tmp_path / "ft.pt", info)
     seg = Segmenter(str(out))
     assert seg.loaded.image_diameter == pytest.approx(meta["image_diameter"])
-    assert seg.settings() == session.post  # Segment post-processes the saved model as the preview did
+    # Segment post-processes the saved model as the preview did (the threshold calibrated)
+    assert seg.settings() == dataclasses.replace(session.post, threshold=seg.loaded.meta["threshold"])
     assert seg.segment(img).semantic.shape == img.shape

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from conftest import discs
 from napari_unet.core.losses import BACKGROUND, BOUNDARY, INTERIOR, targets_from_instances
@@ -112,3 +113,23 @@ def test_model_settings_keep_long_thin_cells_whole_and_split_at_a_weak_contact()
     _, inst = thin(p)
     r = summarize([instance_scores(inst, lab)])
     assert r["f1"] == 1.0 and inst.max() == 3
+
+
+def test_prior_shift_threshold_recovers_the_images_cell_fraction():
+    """A classifier trained on balanced classes, applied to an image that is 80 % cell:
+    EM finds the 80 % from the unlabeled pixels, and the shifted threshold makes fewer errors."""
+    from napari_unet.core.postprocess import prior_shift_threshold
+
+    rng = np.random.default_rng(0)
+    truth = rng.random(200_000) < 0.8
+    x = rng.normal(np.where(truth, 1.0, -1.0), 1.0)
+    p_cell = 1 / (1 + np.exp(-2 * x))  # the exact posterior under a 50/50 prior
+    th, frac = prior_shift_threshold(p_cell, train_prior=0.5)
+    assert abs(frac - 0.8) < 0.01
+    assert th == pytest.approx(0.2, abs=0.01)
+    err_shifted = np.mean((p_cell > th) != truth)
+    err_plain = np.mean((p_cell > 0.5) != truth)
+    assert err_shifted < err_plain - 0.01
+    # nothing to learn from: a model trained on the image's own prior keeps 0.5
+    th_same, _ = prior_shift_threshold(np.full(1000, 0.5), train_prior=0.5)
+    assert th_same == pytest.approx(0.5)

@@ -21,7 +21,11 @@ The settings (:data:`FINETUNE_DEFAULTS`) were chosen on ``isbi2012/val`` with
   background "holes" that the current model leaves inside cells (organelles, texture)
   become cell targets (self-training with the no-holes shape prior); with both, the pixel
   error on the three ``isbi2012/val`` images without strokes went from ~0.19 to ~0.165
-  after 600 steps (without the prior, to ~0.3).
+  after 600 steps (without the prior, to ~0.3);
+- balanced strokes teach the model that half the pixels are cells, whatever the image
+  holds; the cell threshold is then re-estimated for the image's own cell fraction (EM
+  prior shift, :func:`calibrate_threshold`): membranes in EM came out too thick before
+  (pixel IoU after 60 s 0.836 -> 0.863 on ``isbi2012/val``).
 
 Strokes on a few pixels say little about the pixels nobody painted; the validation score
 (mean IoU of cell / not cell on held-out strokes) picks the checkpoint and is optimistic.
@@ -35,7 +39,7 @@ import datetime
 import os
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +49,7 @@ from .augment import AugmentConfig
 from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
 from .models import LoadedModel, check_name, list_models, load_model, save_model, user_dir
 from .normalize import normalize, percentiles as compute_percentiles
-from .postprocess import POSTPROCESS_KEYS, Postprocess
+from .postprocess import POSTPROCESS_KEYS, Postprocess, prior_shift_threshold
 from .data import predict_at_scale
 from .training import Progress, Sample, TrainConfig, Trainer, predict_probs, samples_from_annotations, train_mode
 
@@ -55,6 +59,7 @@ __all__ = [
     "Preview",
     "PreviewRequest",
     "FinetuneSession",
+    "calibrate_threshold",
     "finetune_config",
     "make_finetuner",
     "save_finetuned",
@@ -81,8 +86,9 @@ FINETUNE_DEFAULTS: dict = dict(
     prior_weight=0.5,  # unlabeled pixels keep the base model's answer, with this weight relative to the strokes
     fill_holes=0.02,  # self-training: background holes inside cells up to this fraction of the plane become cell
     refresh_s=3.0,  # seconds between self-training updates
+    calibrate=True,  # cell threshold from the images' own cell fraction (EM prior shift), not the strokes'
 )
-_EXTRA_KEYS = ("class_balance", "prior_weight", "fill_holes", "refresh_s")
+_EXTRA_KEYS = ("class_balance", "prior_weight", "fill_holes", "refresh_s", "calibrate")
 
 #: Steps cap when no time budget is given (training then runs until stopped).
 _OPEN_ENDED_STEPS = 10**9
@@ -381,6 +387,9 @@ def make_finetuner(
         trainer.aux_weight = float(opt["prior_weight"])
     trainer.fill_holes = float(opt["fill_holes"])
     trainer.refresh_s = float(opt["refresh_s"])
+    trainer.calibrate = bool(opt["calibrate"])
+    # the cell prior the loss teaches: even with balanced classes, else the strokes' own
+    trainer.train_prior = 0.5 if trainer.class_weights is not None else cell / max(cell + bg, 1)
     info = FinetuneInfo(
         base_name=loaded.name,
         base_meta=meta,
@@ -408,13 +417,15 @@ def predict_region(
     post: Postprocess | None = None,
     precision: str = "auto",
     scale: float = 1.0,
+    train_prior: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Semantic and instance labels of ``region`` of a raw 2D ``plane`` with ``model`` as it is now.
 
     ``limits``: the plane's normalisation limits (computed from the whole plane when
     omitted, so a region is normalised like the whole image). ``scale``: model pixels per
     image pixel, as in training; ``post``: the post-processing, in image pixels as the
-    Segmenter's (default settings when omitted).
+    Segmenter's (default settings when omitted). ``train_prior``: re-threshold for the
+    region's own cell fraction (:func:`.postprocess.prior_shift_threshold`).
     """
     plane = np.asarray(plane)
     H, W = plane.shape
@@ -429,7 +440,10 @@ def predict_region(
     else:  # the whole context at the model's scale, then the region at the image's
         probs = predict_at_scale(x, scale, lambda xs: predict_probs(model, xs, None, precision))
         probs = probs[:, y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
-    return (post or Postprocess())(probs)
+    post = post or Postprocess()
+    if train_prior is not None:
+        post = replace(post, threshold=prior_shift_threshold(1.0 - probs[0], train_prior)[0])
+    return post(probs)
 
 
 def _labeled_box(codes: np.ndarray) -> tuple[int, int, int, int]:
@@ -539,6 +553,8 @@ class FinetuneSession:
         meta = info.base_meta
         # post-processing in image pixels, as the Segmenter does it for this model
         self.post = Postprocess.for_model(meta, meta.get("image_diameter") or meta.get("diameter"), info.scale)
+        # None: previews re-threshold each view for its own cell fraction (see calibrate_threshold)
+        self.threshold: float | None = None
         self._limits: dict = {}
 
     @property
@@ -558,8 +574,13 @@ class FinetuneSession:
         """Semantic and instance labels of ``region`` of a raw ``plane`` with the current
         weights, post-processed as Segment would with this model (call with the model in
         eval mode)."""
+        post, prior = self.post, None
+        if self.threshold is not None:
+            post = replace(post, threshold=self.threshold)
+        elif getattr(self.trainer, "calibrate", False):
+            prior = self.trainer.train_prior
         return predict_region(
-            self.trainer.model, plane, region, limits, self.info.percentiles, self.post, scale=self.info.scale
+            self.trainer.model, plane, region, limits, self.info.percentiles, post, scale=self.info.scale, train_prior=prior
         )
 
     def preview_now(self) -> Preview | None:
@@ -639,6 +660,42 @@ def _destination(path_or_name: str | os.PathLike, overwrite: bool) -> tuple[Path
     return dest, name
 
 
+def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: int = 1024) -> tuple[float, float] | None:
+    """``(threshold, cell fraction)`` for the fine-tuned model on the user's annotated
+    planes, or ``None`` when calibration is off.
+
+    Balanced strokes teach the model that half of all pixels are cells (the painted share
+    says nothing about the image's); EM (:func:`.postprocess.prior_shift_threshold`) on
+    every pixel of the annotated planes (central crops of at most ``max_side``) estimates
+    the real share and moves the cell threshold to match. On ``isbi2012/val`` this raised
+    the pixel IoU of 60 s fine-tuning from 0.836 to 0.863 (EM: 77.0 % cell, truth 77.6 %).
+    ``state``: weights to use (default the best so far, else the current ones).
+    """
+    if not getattr(trainer, "calibrate", False):
+        return None
+    model = trainer.model
+    state = state if state is not None else trainer.best_state
+    if state is not None:
+        model = copy.deepcopy(model)
+        model.load_state_dict(state)
+    was_training = model.training
+    model.eval()
+    seen, pcs = set(), []
+    try:
+        for smp in list(trainer.train) + list(trainer.val):
+            if id(smp.image) in seen:
+                continue
+            seen.add(id(smp.image))
+            h, w = smp.image.shape[-2:]
+            y0, x0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
+            region = (y0, min(h, y0 + max_side), x0, min(w, x0 + max_side))
+            pcs.append(1.0 - predict_probs(model, smp.image, region, trainer.precision)[0].ravel())
+    finally:
+        if was_training:
+            train_mode(model, trainer.cfg.freeze_norm)
+    return prior_shift_threshold(np.concatenate(pcs), trainer.train_prior)
+
+
 def save_finetuned(
     trainer: Trainer,
     path_or_name: str | os.PathLike,
@@ -699,6 +756,10 @@ def save_finetuned(
     for k in (*POSTPROCESS_KEYS, "image_diameter"):
         if k in base:
             meta[k] = base[k]
+    cal = calibrate_threshold(trainer, state)
+    if cal is not None:
+        meta["threshold"] = round(cal[0], 4)
+        meta["calibration"] = {"cell_fraction": round(cal[1], 4), "train_prior": round(float(trainer.train_prior), 4)}
     if extra:
         meta.update(extra)
     return save_model(dest, model, meta)

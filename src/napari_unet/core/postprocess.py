@@ -24,6 +24,7 @@ __all__ = [
     "hole_area",
     "Postprocess",
     "POSTPROCESS_KEYS",
+    "prior_shift_threshold",
 ]
 
 # model metadata keys that set the post-processing (kept when a model is fine-tuned)
@@ -170,3 +171,31 @@ class Postprocess:
     def __call__(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Semantic and instance labels (see :func:`instances_from_probs`)."""
         return instances_from_probs(probs, self.threshold, self.seed_threshold, self.min_size, self.min_distance, self.max_hole)
+
+
+def prior_shift_threshold(p_cell: np.ndarray, train_prior: float = 0.5, iters: int = 200, bounds=(0.1, 0.9)) -> tuple[float, float]:
+    """Cell threshold that undoes the class prior a model was trained with; and the cell
+    fraction that EM estimates for the images ``p_cell`` (cell probabilities) come from.
+
+    A model fine-tuned on class-balanced strokes learned that cell and not cell are equally
+    likely (``train_prior``), while in the image cells may cover 80 % of the pixels: its
+    probabilities are then biased against the common class (thick membranes in EM). The EM
+    algorithm of Saerens, Latinne and Decaestecker (Neural Computation 14, 2002) estimates
+    the image's own cell fraction ``pi`` from the unlabeled pixels; Bayes' rule with the
+    corrected prior then calls a pixel cell when ``p * pi / t > (1 - p) (1 - pi) / (1 - t)``,
+    i.e. above the returned threshold (clipped to ``bounds``).
+    """
+    p = np.clip(np.asarray(p_cell, np.float64).ravel(), 1e-6, 1 - 1e-6)
+    t = float(train_prior)
+    if p.size == 0 or not 0 < t < 1:
+        return 0.5, float("nan")
+    pi = t
+    for _ in range(iters):
+        a = p * (pi / t)
+        new = float(np.mean(a / (a + (1 - p) * ((1 - pi) / (1 - t)))))
+        if abs(new - pi) < 1e-6:
+            pi = new
+            break
+        pi = new
+    th = (1 - pi) * t / ((1 - pi) * t + pi * (1 - t))
+    return float(np.clip(th, *bounds)), pi
