@@ -202,7 +202,9 @@ def test_cli_round_trip(em, shipped_model, tmp_path, capsys):
     assert rc == 0 and model.is_file()
     out = capsys.readouterr().out
     assert "saved" in out and "score" in out
-    assert load_model(model).meta["name"] == "em_model"
+    meta = load_model(model).meta
+    assert meta["name"] == "em_model"
+    assert f"cell threshold {meta['threshold']:.2f}" in out  # calibrated for the image's cell fraction
     # the file works with segment --model, and gives another result than the base model
     rc = cli.main(["segment", str(tmp_path / "em.tif"), "--output", str(tmp_path / "ft"), "--model", str(model), "-q"])
     assert rc == 0

@@ -905,7 +905,8 @@ class FinetuneWidget(Container):
     # ---- models ---------------------------------------------------------------------------
     def save_model(self, name: str | None = None):
         """Save the fine-tuned (best) weights as a user model; it appears in Segment's list."""
-        from ..core.finetune import save_finetuned
+        from ..core.finetune import describe_calibration, save_finetuned
+        from ..core.models import load_model
 
         if self._trainer is None or self._worker is not None:
             _common.show_info("Train first (and Stop), then save")
@@ -918,7 +919,8 @@ class FinetuneWidget(Container):
             return None
         model_bus.changed.emit()
         self.refresh_models(select=path.stem)
-        self._status.value = f"Saved '{path.stem}' ({path}); it is now in the Segment widget's model list"
+        cal = describe_calibration(load_model(path).meta)
+        self._status.value = f"Saved '{path.stem}' ({path}); it is now in the Segment widget's model list" + (f"; {cal}" if cal else "")
         _common.show_info(f"U-Net: saved model '{path.stem}'")
         return path
 

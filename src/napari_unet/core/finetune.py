@@ -60,6 +60,7 @@ __all__ = [
     "PreviewRequest",
     "FinetuneSession",
     "calibrate_threshold",
+    "describe_calibration",
     "finetune_config",
     "make_finetuner",
     "save_finetuned",
@@ -694,6 +695,14 @@ def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: i
         if was_training:
             train_mode(model, trainer.cfg.freeze_norm)
     return prior_shift_threshold(np.concatenate(pcs), trainer.train_prior)
+
+
+def describe_calibration(meta: dict) -> str:
+    """One phrase on a saved model's calibrated cell threshold ("" when there is none)."""
+    cal = meta.get("calibration")
+    if not cal or "threshold" not in meta:
+        return ""
+    return f"cell threshold {float(meta['threshold']):.2f} for the {100 * float(cal['cell_fraction']):.0f} % cells estimated in your images"
 
 
 def save_finetuned(
