@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--output", "-o", required=True, help="model file to write (.pt)")
     t.add_argument("--name", default=None, help="model name (default: output file stem)")
     t.add_argument("--description", default="")
-    t.add_argument("--preset", default="default", help="architecture preset: default, small, large, ronneberger2015")
+    t.add_argument("--preset", default="default", help="architecture preset: default, small, medium, large, ronneberger2015")
     t.add_argument("--base", default=None, help="start from this model instead of random weights")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")

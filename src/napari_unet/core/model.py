@@ -48,6 +48,7 @@ class UNetConfig:
 PRESETS: dict[str, UNetConfig] = {
     "default": UNetConfig(depth=3, base_channels=16),
     "small": UNetConfig(depth=3, base_channels=8),
+    "medium": UNetConfig(depth=4, base_channels=16),
     "large": UNetConfig(depth=4, base_channels=32),
     "ronneberger2015": UNetConfig(depth=4, base_channels=64, padding="valid", norm="none"),
 }
