@@ -21,25 +21,16 @@ if [ "$which" = nuclei ] || [ "$which" = all ]; then
     --steps 2000 --val-every 250 --seed 0 | tee runs/nuclei.log
 fi
 
-# cells: three stages on one seed (the shipped file was trained with the wall-clock budgets
-# noted in src/napari_unet/weights/cells.md; fixed step counts here make it repeatable):
-#   1. the large preset (4 poolings, 32 channels) at the native scale, 979 steps;
-#   2. cells rescaled from 44 to 22 px (4x fewer pixels per cell, a whole cell in view),
-#      lr 1e-3 on a 3000-step cosine, checkpoint at step 1600;
-#   3. resumed from that checkpoint, the cosine shortened to end at step 2800.
+# cells: the medium preset (4 poolings, 16 channels; 3.9 MB as float16) on cells rescaled
+# from 44 to 22 px (4x fewer pixels per cell, a whole cell in view), 7000 steps (~60 min on
+# 2 cores). Long thin cells: one seed per confident interior region (distance peaks cut
+# them into pieces) and no fragments under 60 px at the model's scale; chosen on val with
+# `python benchmarks/postprocess.py runs/cells_medium.pt usiigaci` (F1 0.657 -> 0.826).
 if [ "$which" = cells ] || [ "$which" = all ]; then
-  .venv/bin/napari-unet train --images "$DATA/usiigaci/train" --output runs/cells_large.pt --name cells \
-    --preset large --steps 979 --val-every 300 --seed 0 | tee runs/cells_large.log
-  .venv/bin/napari-unet train --images "$DATA/usiigaci/train" --output runs/cells2.pt --name cells \
-    --description "Phase-contrast whole cells (Usiigaci, T98G, 10x)" --base runs/cells_large.pt --diameter 22 \
-    --steps 3000 --val-every 400 --lr 1e-3 --seed 0 --stop-at 1600 | tee runs/cells2.part1.log
-  .venv/bin/napari-unet train --images "$DATA/usiigaci/train" --output runs/cells2.pt --name cells \
-    --description "Phase-contrast whole cells (Usiigaci, T98G, 10x)" --base runs/cells_large.pt --diameter 22 \
-    --steps 2800 --val-every 400 --lr 1e-3 --seed 0 --resume | tee runs/cells2.log
-  # long thin cells: one seed per confident interior region (distance peaks cut them into
-  # pieces) and no fragments under 60 px at the model's scale; chosen on val with
-  # `python benchmarks/postprocess.py cells usiigaci` (F1 0.608 -> 0.776)
-  ship cells2 cells '{"seed_threshold": 0.8, "seed_spacing": 0, "min_size": 60}'
+  .venv/bin/napari-unet train --images "$DATA/usiigaci/train" --output runs/cells_medium.pt --name cells \
+    --description "Phase-contrast whole cells (Usiigaci, T98G, 10x)" --preset medium --diameter 22 \
+    --steps 7000 --val-every 1000 --seed 0 --threads 2 | tee runs/cells_medium.log
+  ship cells_medium cells '{"seed_threshold": 0.7, "seed_spacing": 0, "min_size": 60}'
 fi
 
 # generalist: both sets rescaled to 22 px cells (nuclei x0.78, phase-contrast cells x0.5),

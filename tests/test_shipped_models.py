@@ -19,7 +19,7 @@ def test_the_three_models_are_shipped():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_model_file_and_card(name):
     path = shipped_dir() / f"{name}.pt"
-    assert path.stat().st_size < 16 * 2**20  # float16 weights; `cells` (the large preset) is the biggest
+    assert path.stat().st_size < 5 * 2**20  # "a few MB": float16 weights; `cells` (medium preset, 3.9 MB) is the biggest
     loaded = load_model(name)
     assert loaded.name == name and loaded.diameter and loaded.meta.get("description")
     card = (shipped_dir() / f"{name}.md").read_text()
@@ -43,5 +43,5 @@ def test_models_beat_the_baseline_on_real_images(data_dir, dataset, image, model
     assert ours[0] > theirs[0] and ours[1] > theirs[1], (ours, theirs)
     floor = {"usiigaci": 0.6, "bbbc039": 0.85}[dataset]
     assert ours[1] >= floor, ours
-    if model == "cells":  # its own post-processing (one seed per interior region): 0.74 here, 0.64 without
-        assert ours[0] >= 0.7, ours
+    if model == "cells":  # its own post-processing (one seed per interior region) matters here
+        assert ours[0] >= 0.7, ours  # 0.75 here; 0.64 with the default post-processing
