@@ -216,9 +216,9 @@ def main(argv=None) -> int:
         model.load_state_dict(state)
         # the threshold the saved model would carry (calibrated on the annotated images)
         cal = calibrate_threshold(trainer, state)
-        session.threshold = cal[0] if cal else session.post.threshold
+        session.threshold = cal[0] if cal and cal[2] else session.post.threshold
         iou, err = score(unet_predict(session, eval_imgs), eval_truth)
-        note = f", threshold {cal[0]:.3f} for {100 * cal[1]:.1f} % cells" if cal else ""
+        note = f", threshold {session.threshold:.3f} for {100 * cal[1]:.1f} % cells" + ("" if cal[2] else " (kept)") if cal else ""
         print(f"  {t:>5.0f} s: pixel IoU {iou:.4f}  pixel error {err:.4f}  ({steps} steps, held-out stroke score {best:.3f}{note})")
         rows.append((f"U-Net fine-tuned from {base}, {t:g} s", t, iou, err))
 

@@ -24,8 +24,10 @@ The settings (:data:`FINETUNE_DEFAULTS`) were chosen on ``isbi2012/val`` with
   after 600 steps (without the prior, to ~0.3);
 - balanced strokes teach the model that half the pixels are cells, whatever the image
   holds; the cell threshold is then re-estimated for the image's own cell fraction (EM
-  prior shift, :func:`calibrate_threshold`): membranes in EM came out too thick before
-  (pixel IoU after 60 s 0.836 -> 0.863 on ``isbi2012/val``).
+  prior shift, :func:`calibrate_threshold`) when the model is saved, unless that
+  threshold would misclassify the painted pixels: membranes in EM came out too thick
+  before (pixel IoU after 60 s 0.836 -> 0.863 on ``isbi2012/val``). Previews use the base
+  model's threshold.
 
 Strokes on a few pixels say little about the pixels nobody painted; the validation score
 (mean IoU of cell / not cell on held-out strokes) picks the checkpoint and is optimistic.
@@ -418,15 +420,13 @@ def predict_region(
     post: Postprocess | None = None,
     precision: str = "auto",
     scale: float = 1.0,
-    train_prior: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Semantic and instance labels of ``region`` of a raw 2D ``plane`` with ``model`` as it is now.
 
     ``limits``: the plane's normalisation limits (computed from the whole plane when
     omitted, so a region is normalised like the whole image). ``scale``: model pixels per
     image pixel, as in training; ``post``: the post-processing, in image pixels as the
-    Segmenter's (default settings when omitted). ``train_prior``: re-threshold for the
-    region's own cell fraction (:func:`.postprocess.prior_shift_threshold`).
+    Segmenter's (default settings when omitted).
     """
     plane = np.asarray(plane)
     H, W = plane.shape
@@ -441,10 +441,7 @@ def predict_region(
     else:  # the whole context at the model's scale, then the region at the image's
         probs = predict_at_scale(x, scale, lambda xs: predict_probs(model, xs, None, precision))
         probs = probs[:, y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
-    post = post or Postprocess()
-    if train_prior is not None:
-        post = replace(post, threshold=prior_shift_threshold(1.0 - probs[0], train_prior)[0])
-    return post(probs)
+    return (post or Postprocess())(probs)
 
 
 def _labeled_box(codes: np.ndarray) -> tuple[int, int, int, int]:
@@ -554,7 +551,7 @@ class FinetuneSession:
         meta = info.base_meta
         # post-processing in image pixels, as the Segmenter does it for this model
         self.post = Postprocess.for_model(meta, meta.get("image_diameter") or meta.get("diameter"), info.scale)
-        # None: previews re-threshold each view for its own cell fraction (see calibrate_threshold)
+        # None: the base model's threshold; the saved model's is calibrated (calibrate_threshold)
         self.threshold: float | None = None
         self._limits: dict = {}
 
@@ -575,14 +572,8 @@ class FinetuneSession:
         """Semantic and instance labels of ``region`` of a raw ``plane`` with the current
         weights, post-processed as Segment would with this model (call with the model in
         eval mode)."""
-        post, prior = self.post, None
-        if self.threshold is not None:
-            post = replace(post, threshold=self.threshold)
-        elif getattr(self.trainer, "calibrate", False):
-            prior = self.trainer.train_prior
-        return predict_region(
-            self.trainer.model, plane, region, limits, self.info.percentiles, post, scale=self.info.scale, train_prior=prior
-        )
+        post = self.post if self.threshold is None else replace(self.post, threshold=self.threshold)
+        return predict_region(self.trainer.model, plane, region, limits, self.info.percentiles, post, scale=self.info.scale)
 
     def preview_now(self) -> Preview | None:
         """A preview of the current weights (call between training steps, same thread)."""
@@ -661,9 +652,10 @@ def _destination(path_or_name: str | os.PathLike, overwrite: bool) -> tuple[Path
     return dest, name
 
 
-def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: int = 1024) -> tuple[float, float] | None:
-    """``(threshold, cell fraction)`` for the fine-tuned model on the user's annotated
-    planes, or ``None`` when calibration is off.
+def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: int = 1024) -> tuple[float, float, bool] | None:
+    """``(threshold, cell fraction, applied)`` for the fine-tuned model on the user's
+    annotated planes, or ``None`` when calibration is off. ``applied`` is false (and the
+    threshold 0.5) when the calibrated threshold would misclassify the painted pixels.
 
     Balanced strokes teach the model that half of all pixels are cells (the painted share
     says nothing about the image's); EM (:func:`.postprocess.prior_shift_threshold`) on
@@ -681,28 +673,46 @@ def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: i
         model.load_state_dict(state)
     was_training = model.training
     model.eval()
-    seen, pcs = set(), []
+    probs, painted = {}, []
     try:
         for smp in list(trainer.train) + list(trainer.val):
-            if id(smp.image) in seen:
-                continue
-            seen.add(id(smp.image))
             h, w = smp.image.shape[-2:]
             y0, x0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
             region = (y0, min(h, y0 + max_side), x0, min(w, x0 + max_side))
-            pcs.append(1.0 - predict_probs(model, smp.image, region, trainer.precision)[0].ravel())
+            if id(smp.image) not in probs:
+                probs[id(smp.image)] = 1.0 - predict_probs(model, smp.image, region, trainer.precision)[0]
+            codes = smp.full_codes()[region[0] : region[1], region[2] : region[3]]
+            painted.append((probs[id(smp.image)][codes > 0], codes[codes > 0] != BACKGROUND))
     finally:
         if was_training:
             train_mode(model, trainer.cfg.freeze_norm)
-    return prior_shift_threshold(np.concatenate(pcs), trainer.train_prior)
+    th, frac = prior_shift_threshold(np.concatenate([p.ravel() for p in probs.values()]), trainer.train_prior)
+    # A model stopped after a few steps can be far from calibrated, and the estimate with
+    # it: keep the new threshold unless it gets the painted pixels clearly wrong (moving the
+    # threshold to the image's prior costs some stroke pixels near the decision boundary).
+    p_cell = np.concatenate([p for p, _ in painted])
+    is_cell = np.concatenate([c for _, c in painted])
+    if _balanced_accuracy(p_cell > th, is_cell) < _balanced_accuracy(p_cell > 0.5, is_cell) - 0.1:
+        return 0.5, frac, False
+    return th, frac, True
+
+
+def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean of the recalls of the two classes (a class that is not painted counts as 1)."""
+    rec = [float(np.mean(pred[truth == c] == c)) if np.any(truth == c) else 1.0 for c in (True, False)]
+    return float(np.mean(rec))
 
 
 def describe_calibration(meta: dict) -> str:
     """One phrase on a saved model's calibrated cell threshold ("" when there is none)."""
     cal = meta.get("calibration")
-    if not cal or "threshold" not in meta:
+    if not cal:
         return ""
-    return f"cell threshold {float(meta['threshold']):.2f} for the {100 * float(cal['cell_fraction']):.0f} % cells estimated in your images"
+    th = float(meta.get("threshold", 0.5))
+    if not cal.get("applied", True):
+        return (f"cell threshold kept at {th:.2f}: the one for the {100 * float(cal['cell_fraction']):.0f} % "
+                "cells estimated in your images misclassified your strokes (train longer)")
+    return f"cell threshold {th:.2f} for the {100 * float(cal['cell_fraction']):.0f} % cells estimated in your images"
 
 
 def save_finetuned(
@@ -767,8 +777,9 @@ def save_finetuned(
             meta[k] = base[k]
     cal = calibrate_threshold(trainer, state)
     if cal is not None:
-        meta["threshold"] = round(cal[0], 4)
-        meta["calibration"] = {"cell_fraction": round(cal[1], 4), "train_prior": round(float(trainer.train_prior), 4)}
+        if cal[2]:
+            meta["threshold"] = round(cal[0], 4)
+        meta["calibration"] = {"cell_fraction": round(cal[1], 4), "train_prior": round(float(trainer.train_prior), 4), "applied": cal[2]}
     if extra:
         meta.update(extra)
     return save_model(dest, model, meta)
