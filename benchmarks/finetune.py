@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import sys
 import time
@@ -206,7 +207,7 @@ def main(argv=None) -> int:
     model = trainer.model
     rows = []
     model.load_state_dict(base_state)
-    session.threshold = session.post.threshold  # the base model as Segment runs it
+    base_post = session.post  # the base model as Segment runs it
     iou, err = score(unet_predict(session, eval_imgs), eval_truth)
     rows.append((f"{base} (base model, no fine-tuning)", 0, iou, err))
     print(f"\ntime-to-quality (U-Net fine-tuned, scored on isbi2012/{args.eval_split}):")
@@ -216,9 +217,9 @@ def main(argv=None) -> int:
         model.load_state_dict(state)
         # the threshold the saved model would carry (calibrated on the annotated images)
         cal = calibrate_threshold(trainer, state)
-        session.threshold = cal[0] if cal and cal[2] else session.post.threshold
+        session.post = dataclasses.replace(base_post, threshold=cal[0]) if cal and cal[2] else base_post
         iou, err = score(unet_predict(session, eval_imgs), eval_truth)
-        note = f", threshold {session.threshold:.3f} for {100 * cal[1]:.1f} % cells" + ("" if cal[2] else " (kept)") if cal else ""
+        note = f", threshold {session.post.threshold:.3f} for {100 * cal[1]:.1f} % cells" + ("" if cal[2] else " (kept)") if cal else ""
         print(f"  {t:>5.0f} s: pixel IoU {iou:.4f}  pixel error {err:.4f}  ({steps} steps, held-out stroke score {best:.3f}{note})")
         rows.append((f"U-Net fine-tuned from {base}, {t:g} s", t, iou, err))
 

@@ -41,7 +41,7 @@ import datetime
 import os
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +178,8 @@ class FinetuneTrainer(Trainer):
     base_aux: dict | None = None
     fill_holes: float = 0.0
     refresh_s: float = 3.0
+    calibrate: bool = False  # the saved model's cell threshold from the images' cell fraction
+    train_prior: float = 0.5  # the cell prior the loss teaches (see calibrate_threshold)
     _last_refresh: float | None = None
 
     def _batch(self, rng):
@@ -550,9 +552,8 @@ class FinetuneSession:
         self.collapse_after_s = collapse_after_s
         meta = info.base_meta
         # post-processing in image pixels, as the Segmenter does it for this model
+        # (the base model's threshold: the saved model's is calibrated, see calibrate_threshold)
         self.post = Postprocess.for_model(meta, meta.get("image_diameter") or meta.get("diameter"), info.scale)
-        # None: the base model's threshold; the saved model's is calibrated (calibrate_threshold)
-        self.threshold: float | None = None
         self._limits: dict = {}
 
     @property
@@ -572,8 +573,7 @@ class FinetuneSession:
         """Semantic and instance labels of ``region`` of a raw ``plane`` with the current
         weights, post-processed as Segment would with this model (call with the model in
         eval mode)."""
-        post = self.post if self.threshold is None else replace(self.post, threshold=self.threshold)
-        return predict_region(self.trainer.model, plane, region, limits, self.info.percentiles, post, scale=self.info.scale)
+        return predict_region(self.trainer.model, plane, region, limits, self.info.percentiles, self.post, scale=self.info.scale)
 
     def preview_now(self) -> Preview | None:
         """A preview of the current weights (call between training steps, same thread)."""
