@@ -194,7 +194,7 @@ def main(argv=None) -> int:
             base_score = ev.val_score
             continue
         while marks and ev.elapsed >= marks[0]:
-            snaps[marks.pop(0)] = (copy.deepcopy(trainer.best_state or trainer.model.state_dict()), trainer.step, trainer.best_score)
+            snaps[marks.pop(0)] = (copy.deepcopy(trainer.best_state or trainer.eval_model().state_dict()), trainer.step, trainer.best_score)
     t_total = time.perf_counter() - t_press
     snaps[args.budget] = (copy.deepcopy(trainer.model.state_dict()), trainer.step, trainer.best_score)
     print(f"trained {trainer.step} steps in {trainer.history[-1].elapsed:.1f} s "
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     print(f"first live preview {first_preview:.1f} s after pressing Train" if first_preview is not None else "no preview")
 
     torch.set_num_threads(os.cpu_count() or 1)  # scoring is not part of the budget
-    model = trainer.model
+    model = trainer.eval_model()  # the weights Segment would get (the moving average, if any)
     rows = []
     model.load_state_dict(base_state)
     base_post = session.post  # the base model as Segment runs it

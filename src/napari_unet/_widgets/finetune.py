@@ -659,7 +659,7 @@ class FinetuneWidget(Container):
         msg = f"step {p.step}, {p.elapsed:.0f} s: loss {p.loss:.3f}"
         if self._trainer is not None and self._trainer.best_score is not None:
             base = f" (base {self._base_score:.3f})" if self._base_score is not None else ""
-            msg += f"; best score {self._trainer.best_score:.3f}{base}"
+            msg += f"; kept weights: score {self._trainer.best_score:.3f}{base}"
         self._status.value = msg
         if p.val_score is not None:
             self._check_score(p.val_score)
@@ -802,7 +802,7 @@ class FinetuneWidget(Container):
             )
         elif best is not None:
             self._status.value = (
-                f"Stopped after {t.step} steps ({secs:.0f} s); kept the best weights: score {best:.3f}"
+                f"Stopped after {t.step} steps ({secs:.0f} s); kept weights: score {best:.3f}"
                 + (f" (base {base:.3f})" if base is not None else "") + ". Save them under a name."
             )
         else:

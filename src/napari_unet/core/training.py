@@ -90,6 +90,8 @@ class TrainConfig:
     precision: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     freeze_norm: bool = False
+    ema: float = 0.0  # > 0: validate, preview and keep an exponential moving average of the weights (decay per step)
+    keep_within: float = 0.0  # later weights replace the kept ones when their score is within this of the top score
 
 
 @dataclass
@@ -123,14 +125,24 @@ class Trainer:
         self.precision = resolve_precision(self.cfg.precision, self.device)
         self._stop = threading.Event()
         self.best_state: dict | None = None
-        self.best_score: float | None = None
+        self.best_score: float | None = None  # the kept weights' score
+        self.top_score: float | None = None  # the highest score seen
         self.history: list[Progress] = []
         self.step = 0
         self._opt = None
         self._opt_state = None
         self._weights = None
+        self._ema = None
+        if not 0.0 <= self.cfg.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.cfg.ema}")
         if self.cfg.loss not in ("boundary", "weightmap"):
             raise ValueError(f"loss must be 'boundary' or 'weightmap', got {self.cfg.loss!r}")
+
+    def eval_model(self) -> UNet:
+        """The weights to validate, preview and keep: the moving average with ``ema`` > 0
+        (Polyak averaging: steadier than the last step's weights when batches are small and
+        noisy, as in fine-tuning on a few strokes), else the model being trained."""
+        return self._ema.module if self._ema is not None else self.model
 
     def stop(self) -> None:
         """Ask the training loop to finish after the current step (thread-safe)."""
@@ -177,6 +189,13 @@ class Trainer:
         if self._opt_state is not None:
             opt.load_state_dict(self._opt_state)
         self._opt = opt
+        if cfg.ema > 0 and self._ema is None:
+            from torch.optim.swa_utils import AveragedModel
+
+            self._ema = AveragedModel(model, multi_avg_fn=_warm_ema(cfg.ema), use_buffers=True)
+            self._ema.requires_grad_(False)
+            self._ema.module.eval()
+            self._ema.update_parameters(model)  # the average starts at the starting weights
         total = cfg.steps
 
         def lr_at(step: int, frac_time: float) -> float:
@@ -185,8 +204,8 @@ class Trainer:
             return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
         if self.val and self.best_score is None:
-            self.best_score = self._score()
-            self.best_state = copy.deepcopy(model.state_dict())
+            self.best_score = self.top_score = self._score()
+            self.best_state = copy.deepcopy(self.eval_model().state_dict())
             yield self._record(Progress(0, total, float("nan"), 0.0, self.best_score, self.best_score, True, "base model"))
         t0 = time.perf_counter()
         last_val = t0
@@ -206,6 +225,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if self._ema is not None:
+                self._ema.update_parameters(model)
             self.step += 1
             losses.append(float(loss.detach()))
             now = time.perf_counter()
@@ -216,9 +237,17 @@ class Trainer:
                 last_val = now
                 p.val_score = self._score()
                 train_mode(model, cfg.freeze_norm)
-                if self.best_score is None or p.val_score > self.best_score:
+                # a small held-out set scores noisily: with keep_within, later (longer
+                # trained) weights win unless their score is clearly below the top one
+                top = self.top_score if self.top_score is not None else self.best_score
+                better = top is None or p.val_score > top
+                base = self.history[0].val_score if self.history and self.history[0].step == 0 else None
+                close = (cfg.keep_within > 0 and top is not None and p.val_score >= top - cfg.keep_within
+                         and (base is None or p.val_score >= base))  # never below the starting weights
+                if better or close:
+                    self.top_score = p.val_score if better else top
                     self.best_score = p.val_score
-                    self.best_state = copy.deepcopy(model.state_dict())
+                    self.best_state = copy.deepcopy(self.eval_model().state_dict())
                     p.improved = True
                 p.best_score = self.best_score
             elif not self.val:
@@ -226,6 +255,8 @@ class Trainer:
             yield self._record(p)
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
+        elif self._ema is not None:
+            model.load_state_dict(self._ema.module.state_dict())
         model.eval()
         return self.history
 
@@ -238,6 +269,7 @@ class Trainer:
             "optimizer": self._opt.state_dict() if self._opt is not None else None,
             "best_state": self.best_state,
             "best_score": self.best_score,
+            "top_score": self.top_score,
         }
 
     def resume(self, ckpt: dict) -> None:
@@ -249,15 +281,34 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.best_state = ckpt.get("best_state")
         self.best_score = ckpt.get("best_score")
+        self.top_score = ckpt.get("top_score", self.best_score)
 
     def _record(self, p: Progress) -> Progress:
         self.history.append(p)
         return p
 
     def _score(self) -> float:
-        self.model.eval()
+        model = self.eval_model()
+        model.eval()
         with torch.inference_mode():
-            return float(self.score_fn(self.model, self.val))
+            return float(self.score_fn(model, self.val))
+
+
+def _warm_ema(decay: float):
+    """An exponential moving average whose decay grows to ``decay`` as ``(1 + n) / (10 + n)``
+    after ``n`` updates (as TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``):
+    the average follows the first steps closely, so short runs still move, and smooths later."""
+
+    @torch.no_grad()
+    def update(averaged, current, n) -> None:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:  # integer buffers (batch-norm step counters): the current value
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return update
 
 
 def train_mode(model: UNet, freeze_norm: bool = False) -> None:

@@ -1,0 +1,76 @@
+"""The training loop's choice of the weights it keeps (tiny model, synthetic discs)."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import discs
+from napari_unet.core.model import build_model
+from napari_unet.core.training import Sample, TrainConfig, Trainer
+
+
+def _trainer(scores, **cfg):
+    """A trainer validating after every step with a scripted sequence of scores; it
+    records the weights at every validation."""
+    lab = discs()
+    img = (lab > 0).astype(np.float32) + 0.1 * np.random.default_rng(0).standard_normal(lab.shape).astype(np.float32)
+    smp = Sample(img, instances=lab)
+    seen = []
+    it = iter(scores)
+
+    def score_fn(model, samples):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(it)
+
+    torch.manual_seed(0)
+    conf = TrainConfig(patch=32, batch=2, steps=len(scores) - 1, val_every=1, warmup=1, lr=1e-2, **cfg)
+    return Trainer(build_model("small"), [smp], [smp], conf, score_fn=score_fn, device="cpu"), seen
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_best_weights_are_kept_by_default():
+    trainer, seen = _trainer([0.5, 0.8, 0.78, 0.7, 0.76])
+    list(trainer.run())
+    assert trainer.best_score == 0.8 and trainer.top_score == 0.8
+    assert _same(trainer.model.state_dict(), seen[1])
+
+
+def test_keep_within_prefers_later_weights_that_score_about_as_well():
+    trainer, seen = _trainer([0.5, 0.8, 0.78, 0.7, 0.76], keep_within=0.05)
+    list(trainer.run())
+    # 0.78 and 0.76 are within 0.05 of the top score 0.8, 0.70 is not: the last of them wins
+    assert trainer.best_score == 0.76 and trainer.top_score == 0.8
+    assert _same(trainer.model.state_dict(), seen[4])
+    assert not _same(seen[4], seen[1])
+
+
+def test_keep_within_never_keeps_weights_below_the_starting_ones():
+    trainer, seen = _trainer([0.8, 0.79, 0.78], keep_within=0.05)
+    list(trainer.run())
+    assert trainer.best_score == 0.8 and _same(trainer.model.state_dict(), seen[0])
+
+
+def test_moving_average_is_validated_and_kept():
+    trainer, seen = _trainer([0.5, 0.6, 0.7, 0.9], ema=0.5)
+    raw = []
+    for p in trainer.run():
+        raw.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    avg = trainer.eval_model()
+    assert avg is not trainer.model
+    # what was scored at the last validation is the average, not the raw weights of that step
+    assert _same(seen[-1], avg.state_dict()) and not _same(seen[-1], raw[-1])
+    # the average of step k: d * average of step k-1 + (1 - d) * raw weights of step k, with
+    # the decay warming up as (1 + k) / (10 + k) towards 0.5
+    k = len(seen) - 1
+    d = min(0.5, (1 + k) / (10 + k))
+    w = "head.weight"
+    assert torch.allclose(seen[-1][w], d * seen[-2][w] + (1 - d) * raw[-1][w], atol=1e-6)
+    assert _same(trainer.model.state_dict(), seen[-1])  # the best (last) average is kept
+
+
+def test_bad_moving_average_decay():
+    with pytest.raises(ValueError, match="ema"):
+        _trainer([0.5], ema=1.5)
