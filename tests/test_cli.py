@@ -79,7 +79,7 @@ def test_train_resumes_from_checkpoint(data_dir, tmp_path, capsys):
     imgs = sorted(p for p in (data_dir / "bbbc039" / "train").glob("*.tif") if not p.stem.endswith("_labels"))[:2]
     model = tmp_path / "r.pt"
     common = ["train", "--images", *map(str, imgs), "--output", str(model), "--batch", "2", "--patch", "64",
-              "--val-every", "2", "--val-fraction", "0.5"]
+              "--val-every", "2", "--val-fraction", "0.5", "--ema", "0.9"]
     assert main(common + ["--steps", "6", "--stop-at", "4"]) == 0
     assert (tmp_path / "r.pt.ckpt").is_file()
     from napari_unet.core.models import load_model

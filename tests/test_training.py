@@ -74,3 +74,20 @@ def test_moving_average_is_validated_and_kept():
 def test_bad_moving_average_decay():
     with pytest.raises(ValueError, match="ema"):
         _trainer([0.5], ema=1.5)
+
+
+def test_moving_average_survives_a_resume():
+    import io
+
+    trainer, _ = _trainer([0.5, 0.6, 0.7, 0.8], ema=0.9)
+    list(trainer.run())
+    buf = io.BytesIO()
+    torch.save(trainer.checkpoint(), buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)  # a checkpoint loads without running code
+    again, _ = _trainer([0.5, 0.6, 0.7, 0.8], ema=0.9)
+    again.resume(ckpt)
+    list(again.run())  # nothing left to train: the average is restored, not restarted
+    assert again.eval_model() is not again.model
+    assert _same(again.eval_model().state_dict(), trainer.eval_model().state_dict())
+    assert int(again._ema.n_averaged) == int(trainer._ema.n_averaged) == 4

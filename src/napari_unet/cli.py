@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--diameter", type=float, default=None, help="rescale every set so its median object diameter is this many px")
     t.add_argument("--loss", choices=["boundary", "weightmap"], default="boundary")
     t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="validate and keep a moving average of the weights with this decay per step (e.g. 0.995; default off)")
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt, written at every validation")
     t.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="stop after this step (the learning-rate schedule still spans --steps); --resume goes on")
@@ -191,7 +193,7 @@ def cmd_train(args) -> int:
         model = build_model(args.preset)
     cfg = TrainConfig(
         patch=args.patch, batch=args.batch, lr=args.lr, steps=args.steps,
-        time_budget=args.time_budget, val_every=args.val_every, seed=args.seed, loss=args.loss,
+        time_budget=args.time_budget, val_every=args.val_every, seed=args.seed, loss=args.loss, ema=args.ema,
     )
     trainer = Trainer(model, train, val, cfg, score_fn=instance_f1)
     ckpt_path = Path(str(args.output) + ".ckpt")

@@ -196,6 +196,10 @@ class Trainer:
             self._ema.requires_grad_(False)
             self._ema.module.eval()
             self._ema.update_parameters(model)  # the average starts at the starting weights
+            saved = getattr(self, "_ema_resume", None)
+            if saved:  # ... or where a resumed run's average was
+                self._ema.module.load_state_dict(saved["state"])
+                self._ema.n_averaged.fill_(int(saved["n"]))
         total = cfg.steps
 
         def lr_at(step: int, frac_time: float) -> float:
@@ -270,6 +274,7 @@ class Trainer:
             "best_state": self.best_state,
             "best_score": self.best_score,
             "top_score": self.top_score,
+            "ema": None if self._ema is None else {"state": self._ema.module.state_dict(), "n": int(self._ema.n_averaged)},
         }
 
     def resume(self, ckpt: dict) -> None:
@@ -282,6 +287,7 @@ class Trainer:
         self.best_state = ckpt.get("best_state")
         self.best_score = ckpt.get("best_score")
         self.top_score = ckpt.get("top_score", self.best_score)
+        self._ema_resume = ckpt.get("ema")
 
     def _record(self, p: Progress) -> Progress:
         self.history.append(p)
