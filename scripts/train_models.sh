@@ -18,7 +18,7 @@ ship() {
 if [ "$which" = nuclei ] || [ "$which" = all ]; then
   .venv/bin/napari-unet train --images "$DATA/bbbc039/train" --output runs/nuclei.pt --name nuclei \
     --description "Fluorescence nuclei (BBBC039, U2OS Hoechst, 20x)" \
-    --steps 2000 --val-every 250 --seed 0 | tee runs/nuclei.log
+    --steps 2000 --val-every 250 --seed 0 --ema 0.995 | tee runs/nuclei.log
 fi
 
 # cells: the medium preset (4 poolings, 16 channels; 3.9 MB as float16) on cells rescaled
@@ -35,9 +35,13 @@ fi
 
 # generalist: both sets rescaled to 22 px cells (nuclei x0.78, phase-contrast cells x0.5),
 # from the nuclei weights; the file records default_diameter=auto (no single image size)
+# (its base is the first nuclei model, the nuclei command without --ema)
 if [ "$which" = generalist ] || [ "$which" = all ]; then
+  [ -f runs/nuclei_v1.pt ] || .venv/bin/napari-unet train --images "$DATA/bbbc039/train" --output runs/nuclei_v1.pt \
+    --name nuclei --description "Fluorescence nuclei (BBBC039, U2OS Hoechst, 20x)" \
+    --steps 2000 --val-every 250 --seed 0 | tee runs/nuclei_v1.log
   .venv/bin/napari-unet train --images "$DATA/bbbc039/train" "$DATA/usiigaci/train" \
-    --output runs/generalist.pt --name generalist --base runs/nuclei.pt \
+    --output runs/generalist.pt --name generalist --base runs/nuclei_v1.pt \
     --description "Nuclei and whole cells: fluorescence (BBBC039) and phase contrast (Usiigaci)" \
     --diameter 22 --steps 4000 --val-every 500 --seed 0 --threads 1 | tee runs/generalist.log
   ship generalist generalist
