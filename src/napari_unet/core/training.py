@@ -133,6 +133,7 @@ class Trainer:
         self._opt_state = None
         self._weights = None
         self._ema = None
+        self._ema_resume: dict | None = None  # a resumed run's average (see checkpoint)
         if not 0.0 <= self.cfg.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.cfg.ema}")
         if self.cfg.loss not in ("boundary", "weightmap"):
@@ -196,10 +197,9 @@ class Trainer:
             self._ema.requires_grad_(False)
             self._ema.module.eval()
             self._ema.update_parameters(model)  # the average starts at the starting weights
-            saved = getattr(self, "_ema_resume", None)
-            if saved:  # ... or where a resumed run's average was
-                self._ema.module.load_state_dict(saved["state"])
-                self._ema.n_averaged.fill_(int(saved["n"]))
+            if self._ema_resume:  # ... or where a resumed run's average was
+                self._ema.module.load_state_dict(self._ema_resume["state"])
+                self._ema.n_averaged.fill_(int(self._ema_resume["n"]))
         total = cfg.steps
 
         def lr_at(step: int, frac_time: float) -> float:
@@ -308,10 +308,10 @@ def _warm_ema(decay: float):
     @torch.no_grad()
     def update(averaged, current, n) -> None:
         d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
-        if torch.is_floating_point(averaged[0]):
-            torch._foreach_lerp_(averaged, current, 1.0 - d)
-        else:  # integer buffers (batch-norm step counters): the current value
-            for a, c in zip(averaged, current):
+        for a, c in zip(averaged, current):
+            if a.is_floating_point():
+                a.lerp_(c, 1.0 - d)
+            else:  # integer buffers (batch-norm step counters): the current value
                 a.copy_(c)
 
     return update
