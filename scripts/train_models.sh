@@ -29,7 +29,7 @@ fi
 if [ "$which" = cells ] || [ "$which" = all ]; then
   .venv/bin/napari-unet train --images "$DATA/usiigaci/train" --output runs/cells_medium.pt --name cells \
     --description "Phase-contrast whole cells (Usiigaci, T98G, 10x)" --preset medium --diameter 22 \
-    --steps 7000 --val-every 1000 --seed 0 --threads 2 | tee runs/cells_medium.log
+    --steps 7000 --val-every 1000 --seed 0 --threads 2 --ema 0.998 | tee runs/cells_medium.log
   ship cells_medium cells '{"seed_threshold": 0.7, "seed_spacing": 0, "min_size": 60}'
 fi
 
