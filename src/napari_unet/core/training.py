@@ -243,7 +243,7 @@ class Trainer:
                 train_mode(model, cfg.freeze_norm)
                 # a small held-out set scores noisily: with keep_within, later (longer
                 # trained) weights win unless their score is clearly below the top one
-                top = self.top_score if self.top_score is not None else self.best_score
+                top = self.top_score
                 better = top is None or p.val_score > top
                 base = self.history[0].val_score if self.history and self.history[0].step == 0 else None
                 close = (cfg.keep_within > 0 and top is not None and p.val_score >= top - cfg.keep_within
