@@ -5,10 +5,11 @@
 
 The probabilities of every val image are computed once with the model's default object
 size; then each combination of seed threshold, seed spacing (x the cell diameter; 0 = one
-seed per connected interior region) and smallest object (in the pixels the network sees)
+seed per connected interior region), seed depth (x the cell diameter; h-maxima seeds
+instead of the spacing when above 0) and smallest object (in the pixels the network sees)
 is scored: pixel IoU, precision, recall and F1 at IoU 0.5, mean AP over 0.50:0.95.
 The chosen values go into the model file's metadata (``seed_threshold``, ``seed_spacing``,
-``min_size``; see ``napari_unet.core.postprocess.Postprocess``), so Segment, the CLI and
+``seed_depth``, ``min_size``; see ``napari_unet.core.postprocess.Postprocess``), so Segment, the CLI and
 fine-tuning use them. Choose on ``val`` only; held-out images judge the choice.
 """
 
@@ -29,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("set", help="data set under ../shared/data (its val split is used)")
     ap.add_argument("--seed-threshold", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9])
     ap.add_argument("--seed-spacing", type=float, nargs="+", default=[0.4, 0.6, 0.8, 0])
+    ap.add_argument("--seed-depth", type=float, nargs="+", default=[0], help="x diameter; 0 = use the spacing")
     ap.add_argument("--min-size", type=int, nargs="+", default=[15, 30, 60, 120], help="model px")
     ap.add_argument("--limit", type=int, default=None)
     args = ap.parse_args(argv)
@@ -52,13 +54,13 @@ def main(argv=None) -> int:
     d, scale = seg.loaded.image_diameter, seg.loaded.scale()
     print(f"{seg.loaded.name} on {args.set}/val ({len(pairs)} images), cell diameter {d:.1f} px, scale {scale:.3f}")
     print(f"model's own settings: seed_threshold {meta.get('seed_threshold', 0.5)}, "
-          f"seed_spacing {meta.get('seed_spacing', 0.4)}, min_size {meta.get('min_size', 15)}\n")
-    print("| seed threshold | seed spacing (x diameter) | min size (model px) | pixel IoU | precision | recall | F1@0.5 | mean AP |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for st, sp, ms in itertools.product(args.seed_threshold, args.seed_spacing, args.min_size):
-        post = Postprocess.for_model(dict(meta, seed_threshold=st, seed_spacing=sp, min_size=ms), d, scale)
+          f"seed_spacing {meta.get('seed_spacing', 0.4)}, seed_depth {meta.get('seed_depth')}, min_size {meta.get('min_size', 15)}\n")
+    print("| seed threshold | seed spacing (x diameter) | seed depth (x diameter) | min size (model px) | pixel IoU | precision | recall | F1@0.5 | mean AP |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for st, sp, sd, ms in itertools.product(args.seed_threshold, args.seed_spacing, args.seed_depth, args.min_size):
+        post = Postprocess.for_model(dict(meta, seed_threshold=st, seed_spacing=sp, seed_depth=sd, min_size=ms), d, scale)
         r = evaluate_predictions([post(p)[1] for p in probs], truths)
-        print(f"| {st} | {sp} | {ms} | {r['pixel_iou']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['mean_ap']:.3f} |", flush=True)
+        print(f"| {st} | {sp} | {sd} | {ms} | {r['pixel_iou']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['mean_ap']:.3f} |", flush=True)
     return 0
 
 

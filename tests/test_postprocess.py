@@ -59,6 +59,27 @@ def test_min_distance_splits_touching_discs_without_a_boundary_gap():
     assert r["f1"] == 1.0
 
 
+def test_seed_depth_splits_at_a_neck_and_keeps_a_long_cell_whole():
+    """h-maxima seeds (``seed_depth``): two touching discs whose interiors merge are split
+    at the neck, while a long thin cell, which distance peaks a spacing apart cut into
+    pieces, keeps its single ridge as one seed."""
+    from napari_unet.core.postprocess import Postprocess
+
+    lab = discs(shape=(96, 200), centers=((40, 40), (40, 62)), radius=12)
+    lab[70:80, 10:190] = 3  # 10 px wide, 180 px long
+    p = np.full((3,) + lab.shape, 0.05, np.float32)
+    p[0][lab == 0] = 0.9
+    p[1][lab > 0] = 0.9  # no boundary predicted anywhere
+    p /= p.sum(0)
+    deep = Postprocess.for_model({"seed_depth": 0.1}, diameter=24)
+    assert deep.depth == pytest.approx(2.4)
+    _, inst = deep(p)
+    assert inst.max() == 3
+    assert summarize([instance_scores(inst, lab)])["f1"] == 1.0
+    _, spaced = Postprocess.for_model({}, diameter=24)(p)
+    assert len(np.unique(spaced[75, 10:190])) > 1  # the spacing rule cuts the long cell
+
+
 def test_iou_matrix_without_background():
     from napari_unet.core.metrics import iou_matrix
 
