@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import os
 import sys
 import time
@@ -140,12 +139,13 @@ def main(argv=None) -> int:
         FINETUNE_DEFAULTS,
         FinetuneSession,
         PreviewRequest,
-        calibrate_threshold,
         default_threads,
+        finetuned_settings,
         make_finetuner,
         simulate_strokes,
     )
     from napari_unet.core.models import DEFAULT_MODEL
+    from napari_unet.core.postprocess import Postprocess
 
     overrides = {}
     for kv in args.set:
@@ -207,7 +207,6 @@ def main(argv=None) -> int:
     model = trainer.eval_model()  # the weights Segment would get (the moving average, if any)
     rows = []
     model.load_state_dict(base_state)
-    base_post = session.post  # the base model as Segment runs it
     iou, err = score(unet_predict(session, eval_imgs), eval_truth)
     rows.append((f"{base} (base model, no fine-tuning)", 0, iou, err))
     print(f"\ntime-to-quality (U-Net fine-tuned, scored on isbi2012/{args.eval_split}):")
@@ -215,11 +214,14 @@ def main(argv=None) -> int:
     for t in sorted(snaps):
         state, steps, best = snaps[t]
         model.load_state_dict(state)
-        # the threshold the saved model would carry (calibrated on the annotated images)
-        cal = calibrate_threshold(trainer, state)
-        session.post = dataclasses.replace(base_post, threshold=cal[0]) if cal and cal[2] else base_post
+        # the post-processing the saved model would carry (threshold calibrated on the
+        # annotated images)
+        saved = finetuned_settings(trainer, state)
+        meta = {**info.base_meta, **saved}
+        session.post = Postprocess.for_model(meta, meta.get("image_diameter") or meta.get("diameter"), info.scale)
         iou, err = score(unet_predict(session, eval_imgs), eval_truth)
-        note = f", threshold {session.post.threshold:.3f} for {100 * cal[1]:.1f} % cells" + ("" if cal[2] else " (kept)") if cal else ""
+        cal = saved.get("calibration")
+        note = f", threshold {session.post.threshold:.3f} for {100 * cal['cell_fraction']:.1f} % cells" + ("" if cal["applied"] else " (kept)") if cal else ""
         print(f"  {t:>5.0f} s: pixel IoU {iou:.4f}  pixel error {err:.4f}  ({steps} steps, held-out stroke score {best:.3f}{note})")
         rows.append((f"U-Net fine-tuned from {base}, {t:g} s", t, iou, err))
 

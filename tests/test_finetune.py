@@ -178,6 +178,9 @@ def test_save_finetuned_by_name_and_path(em, shipped_model, tmp_path):
     from napari_unet.core.inference import Segmenter
 
     assert Segmenter(path).settings().threshold == loaded.meta.get("threshold", 0.5)
+    from napari_unet.core.finetune import finetuned_settings
+
+    assert finetuned_settings(trainer)["calibration"] == loaded.meta["calibration"]
     with pytest.raises(FileExistsError):
         save_finetuned(trainer, "em strokes", info)
     with pytest.raises(ValueError, match="shipped"):
@@ -269,7 +272,11 @@ def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, shipped
     session = FinetuneSession(trainer, info, request=lambda: PreviewRequest(img, region=region), first_preview_s=0, threads=1)
     previews = [ev for ev in session.run() if isinstance(ev, Preview)]
     assert previews and previews[0].semantic.shape == (128, 64)  # the view, in image pixels
-    assert session.post.min_distance == round(0.4 * meta["image_diameter"]) and session.post.min_size == 60
+    assert session.post.min_size == 4 * meta.get("min_size", 15)  # model px -> image px
+    if "seed_depth" not in meta:
+        assert session.post.min_distance == round(0.4 * meta["image_diameter"])
+    else:
+        assert session.post.depth == pytest.approx(meta["seed_depth"] * meta["image_diameter"])
     assert session.post.seed_threshold == 0.8  # the base model's own post-processing
     out = save_finetuned(trainer, tmp_path / "ft.pt", info)
     seg = Segmenter(str(out))

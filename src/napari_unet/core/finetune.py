@@ -71,6 +71,7 @@ __all__ = [
     "PreviewRequest",
     "FinetuneSession",
     "calibrate_threshold",
+    "finetuned_settings",
     "describe_calibration",
     "finetune_config",
     "make_finetuner",
@@ -665,6 +666,16 @@ def _destination(path_or_name: str | os.PathLike, overwrite: bool) -> tuple[Path
     return dest, name
 
 
+def _kept_model(trainer: Trainer, state: dict | None = None):
+    """The model with ``state`` (default: the kept weights, else the current ones) loaded."""
+    model = trainer.eval_model()
+    state = state if state is not None else trainer.best_state
+    if state is not None:
+        model = copy.deepcopy(model)
+        model.load_state_dict(state)
+    return model
+
+
 def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: int = 1024) -> tuple[float, float, bool] | None:
     """``(threshold, cell fraction, applied)`` for the fine-tuned model on the user's
     annotated planes, or ``None`` when calibration is off. ``applied`` is false (and the
@@ -679,11 +690,7 @@ def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: i
     """
     if not getattr(trainer, "calibrate", False):
         return None
-    model = trainer.eval_model()
-    state = state if state is not None else trainer.best_state
-    if state is not None:
-        model = copy.deepcopy(model)
-        model.load_state_dict(state)
+    model = _kept_model(trainer, state)
     was_training = model.training
     model.eval()
     probs, painted = {}, []
@@ -708,6 +715,19 @@ def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: i
     if _balanced_accuracy(p_cell > th, is_cell) < _balanced_accuracy(p_cell > 0.5, is_cell) - 0.1:
         return 0.5, frac, False
     return th, frac, True
+
+
+def finetuned_settings(trainer: Trainer, state: dict | None = None, max_side: int = 1024) -> dict:
+    """The post-processing metadata a fine-tuned model is saved with: ``threshold`` (when
+    the calibration is applied) and ``calibration`` (see :func:`calibrate_threshold`), for
+    ``state`` (default the kept weights); empty when calibration is off."""
+    cal = calibrate_threshold(trainer, state, max_side)
+    if cal is None:
+        return {}
+    th, frac, applied = cal
+    out: dict = {"threshold": round(th, 4)} if applied else {}
+    out["calibration"] = {"cell_fraction": round(frac, 4), "train_prior": round(float(trainer.train_prior), 4), "applied": applied}
+    return out
 
 
 def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -748,11 +768,7 @@ def save_finetuned(
     """
     dest, default_name = _destination(path_or_name, overwrite)
     name = name or default_name
-    model = trainer.eval_model()
-    state = trainer.best_state
-    if state is not None:
-        model = copy.deepcopy(model)
-        model.load_state_dict(state)
+    model = _kept_model(trainer)
     base = info.base_meta
     h = trainer.history
     base_score = h[0].val_score if h and h[0].step == 0 else None
@@ -788,11 +804,7 @@ def save_finetuned(
     for k in (*POSTPROCESS_KEYS, "image_diameter"):
         if k in base:
             meta[k] = base[k]
-    cal = calibrate_threshold(trainer, state)
-    if cal is not None:
-        if cal[2]:
-            meta["threshold"] = round(cal[0], 4)
-        meta["calibration"] = {"cell_fraction": round(cal[1], 4), "train_prior": round(float(trainer.train_prior), 4), "applied": cal[2]}
+    meta.update(finetuned_settings(trainer))
     if extra:
         meta.update(extra)
     return save_model(dest, model, meta)
