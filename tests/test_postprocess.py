@@ -78,6 +78,9 @@ def test_seed_depth_splits_at_a_neck_and_keeps_a_long_cell_whole():
     assert summarize([instance_scores(inst, lab)])["f1"] == 1.0
     _, spaced = Postprocess.for_model({}, diameter=24)(p)
     assert len(np.unique(spaced[75, 10:190])) > 1  # the spacing rule cuts the long cell
+    # a region too shallow for any peak of that depth is still one cell
+    _, shallow = instances_from_probs(p, depth=20.0, min_size=1)
+    assert len(np.unique(shallow[lab == 3])) == 1 and shallow[75, 100] > 0
 
 
 def test_iou_matrix_without_background():

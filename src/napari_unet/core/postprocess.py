@@ -132,10 +132,11 @@ def instances_from_probs(
     instead the regional maxima of that distance transform that stand at least ``depth``
     above the saddle to a higher one (h-maxima): a neck between two touching nuclei splits
     them however close their centres are, while an elongated cell keeps one seed (BBBC039
-    val F1@0.5 0.945 -> 0.952 with the `nuclei` network). Split seeds are grown over the
-    mask through the probabilities (``p_bg - p_interior``), so cells meet where the network
-    puts the boundary. Without either, each connected interior region is one seed. With only two channels (background, cell) instances are the
-    connected components of the cell mask. ``max_hole`` (px): enclosed background
+    val F1@0.5 0.946 -> 0.951 with the `nuclei` network); a region too shallow for any
+    such peak is one seed. Split seeds are grown over the mask through the probabilities
+    (``p_bg - p_interior``), so cells meet where the network puts the boundary. Without
+    either, each connected interior region is one seed. With only two channels
+    (background, cell) instances are the connected components of the cell mask. ``max_hole`` (px): enclosed background
     regions up to this area become cell first (:func:`fill_small_holes`).
     """
     if probs.ndim != 3 or probs.shape[0] < 2:
@@ -199,7 +200,8 @@ class Postprocess:
         apart, 0.4; ``0``/``None``: one seed per connected interior region, better for
         long thin cells), ``seed_depth`` (instead of the spacing, seeds are the distance
         peaks this many cell diameters deep, see :func:`instances_from_probs`; unset by
-        default) and ``min_size`` (smallest object in the pixels the network sees, 15). Holes up to :func:`hole_area` are filled unless ``fill_holes`` is off.
+        default) and ``min_size`` (smallest object in the pixels the network sees, 15).
+        Holes up to :func:`hole_area` are filled unless ``fill_holes`` is off.
         """
         return cls(
             threshold=float(meta.get("threshold", 0.5)),
