@@ -145,7 +145,6 @@ def main(argv=None) -> int:
         simulate_strokes,
     )
     from napari_unet.core.models import DEFAULT_MODEL
-    from napari_unet.core.postprocess import Postprocess
 
     overrides = {}
     for kv in args.set:
@@ -217,8 +216,7 @@ def main(argv=None) -> int:
         # the post-processing the saved model would carry (threshold calibrated on the
         # annotated images)
         saved = finetuned_settings(trainer, state)
-        meta = {**info.base_meta, **saved}
-        session.post = Postprocess.for_model(meta, meta.get("image_diameter") or meta.get("diameter"), info.scale)
+        session.post = info.postprocess(**saved)
         iou, err = score(unet_predict(session, eval_imgs), eval_truth)
         cal = saved.get("calibration")
         note = f", threshold {session.post.threshold:.3f} for {100 * cal['cell_fraction']:.1f} % cells" + ("" if cal["applied"] else " (kept)") if cal else ""

@@ -283,6 +283,9 @@ def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, shipped
     assert seg.loaded.image_diameter == pytest.approx(meta["image_diameter"])
     # Segment post-processes the saved model as the preview did (the threshold calibrated)
     assert seg.settings() == dataclasses.replace(session.post, threshold=seg.loaded.meta.get("threshold", session.post.threshold))
+    from napari_unet.core.finetune import finetuned_settings
+
+    assert seg.settings() == info.postprocess(**finetuned_settings(trainer))  # what the benchmark scores
     assert seg.segment(img).semantic.shape == img.shape
 
 

@@ -110,7 +110,7 @@ def run(args) -> int:
     name = args.name or out.stem
     extra = {"training_command": "napari-unet " + " ".join(sys.argv[1:])} if sys.argv and "napari-unet" in os.path.basename(sys.argv[0]) else None
     path = save_finetuned(trainer, out, info, name=name, overwrite=args.overwrite, extra=extra)
-    base = trainer.history[0].val_score if trainer.history and trainer.history[0].step == 0 else None
+    base = trainer.base_score
     note = ""
     if base is not None and trainer.best_score is not None and trainer.best_score <= base:
         note = " (no improvement over the base model: its weights were kept)"

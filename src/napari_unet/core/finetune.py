@@ -166,6 +166,12 @@ class FinetuneInfo:
     scale: float = 1.0  # model pixels per image pixel (the base model's object-size rescaling)
     started: float = field(default_factory=time.time)
 
+    def postprocess(self, **meta) -> Postprocess:
+        """The post-processing Segment runs (in image pixels) for a model with the base
+        model's metadata, updated by ``meta`` (e.g. :func:`finetuned_settings`)."""
+        meta = {**self.base_meta, **meta}
+        return Postprocess.for_model(meta, meta.get("image_diameter") or meta.get("diameter"), self.scale)
+
 
 class FinetuneTrainer(Trainer):
     """A :class:`Trainer` for sparse annotation: class-balanced strokes, a prior and self-training.
@@ -564,16 +570,14 @@ class FinetuneSession:
         self.threads = threads
         self.collapse_fraction = collapse_fraction
         self.collapse_after_s = collapse_after_s
-        meta = info.base_meta
         # post-processing in image pixels, as the Segmenter does it for this model
         # (the base model's threshold: the saved model's is calibrated, see calibrate_threshold)
-        self.post = Postprocess.for_model(meta, meta.get("image_diameter") or meta.get("diameter"), info.scale)
+        self.post = info.postprocess()
         self._limits: dict = {}
 
     @property
     def base_score(self) -> float | None:
-        h = self.trainer.history
-        return h[0].val_score if h and h[0].step == 0 else None
+        return self.trainer.base_score
 
     def _plane_limits(self, req: PreviewRequest, plane: np.ndarray):
         key = (id(req.data), tuple(req.index), req.rgb)
@@ -771,7 +775,6 @@ def save_finetuned(
     model = _kept_model(trainer)
     base = info.base_meta
     h = trainer.history
-    base_score = h[0].val_score if h and h[0].step == 0 else None
     seconds = h[-1].elapsed if h else 0.0
     meta = {
         "name": name,
@@ -790,7 +793,7 @@ def save_finetuned(
             "steps": trainer.step,
             "seconds": round(float(seconds), 1),
             "val_score": trainer.best_score,
-            "base_val_score": base_score,
+            "base_val_score": trainer.base_score,
             "score": "mean IoU of cell / not cell on held-out annotated pixels",
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
             "config": {
@@ -815,8 +818,7 @@ def revert_to_base(trainer: Trainer, info: FinetuneInfo) -> None:
     trainer.model.load_state_dict(info.base_state)
     trainer.eval_model().load_state_dict(info.base_state)  # the moving average too, if any
     trainer.best_state = {k: v.clone() for k, v in info.base_state.items()}
-    h = trainer.history
-    trainer.best_score = trainer.top_score = h[0].val_score if h and h[0].step == 0 else None
+    trainer.best_score = trainer.top_score = trainer.base_score
 
 
 # ---- simulated annotation (benchmarks and tests) --------------------------------------------

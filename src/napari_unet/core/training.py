@@ -145,6 +145,12 @@ class Trainer:
         noisy, as in fine-tuning on a few strokes), else the model being trained."""
         return self._ema.module if self._ema is not None else self.model
 
+    @property
+    def base_score(self) -> float | None:
+        """The starting weights' validation score (recorded as step 0), if any."""
+        h = self.history
+        return h[0].val_score if h and h[0].step == 0 else None
+
     def stop(self) -> None:
         """Ask the training loop to finish after the current step (thread-safe)."""
         self._stop.set()
@@ -245,7 +251,7 @@ class Trainer:
                 # trained) weights win unless their score is clearly below the top one
                 top = self.top_score
                 better = top is None or p.val_score > top
-                base = self.history[0].val_score if self.history and self.history[0].step == 0 else None
+                base = self.base_score
                 close = (cfg.keep_within > 0 and top is not None and p.val_score >= top - cfg.keep_within
                          and (base is None or p.val_score >= base))  # never below the starting weights
                 if better or close:
