@@ -28,6 +28,7 @@ def segment(out: Path):
     viewer.window._qt_window.resize(1400, 850)
     viewer.open_sample("napari-unet", "nuclei")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    widget._advanced.value = True  # show the settings (left at the model's own)
     widget._on_run()
     wait(lambda: not widget.running)
     viewer.layers[-2].visible = False  # show the instances over the image

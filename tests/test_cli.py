@@ -35,6 +35,12 @@ def test_segment_writes_stacks_and_accepts_options(data_dir, tmp_path, shipped_m
     lab = tifffile.imread(tmp_path / "o" / "stack_labels.tif")
     assert lab.shape == (2, 200, 200) and lab[0].max() > 5
     np.testing.assert_array_equal(lab[0] > 0, lab[1] > 0)
+    # a higher cell threshold and a larger smallest cell: fewer cell pixels, no small objects
+    assert main(["segment", str(tmp_path / "stack.tif"), "-o", str(tmp_path / "s"), "--threshold", "0.9", "--min-size", "150", "-q"]) == 0
+    strict = tifffile.imread(tmp_path / "s" / "stack_labels.tif")
+    assert 0 < np.count_nonzero(strict) < np.count_nonzero(lab)
+    sizes = np.bincount(strict[0].ravel())[1:]
+    assert sizes[sizes > 0].min() >= 150
 
 
 @pytest.mark.parametrize(
@@ -46,6 +52,8 @@ def test_segment_writes_stacks_and_accepts_options(data_dir, tmp_path, shipped_m
         (["segment", "BAD", "-o", "OUT"], "cannot read"),
         (["segment", "GOOD", "-o", "GOOD"], "is a file"),
         (["segment", "GOOD", "-o", "OUT", "--model", "BAD"], "not a napari-unet model"),
+        (["segment", "GOOD", "-o", "OUT", "--threshold", "1.5"], "--threshold"),
+        (["segment", "GOOD", "-o", "OUT", "--min-size", "-1"], "--min-size"),
     ],
 )
 def test_bad_input_one_line_and_nonzero_exit(tmp_path, capsys, args, msg, shipped_model):

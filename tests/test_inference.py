@@ -89,3 +89,27 @@ def test_model_of_several_sizes_estimates_the_diameter_by_default(tmp_path, data
     assert 15 < seg.diameter < 45  # BBBC039 nuclei are ~28 px across
     fixed = Segmenter(str(path)).segment(img, diameter=28.0)
     assert fixed.diameter == 28.0 and not any("estimated" in n for n in fixed.notes)
+
+
+def test_threshold_and_min_size_override_the_model_and_reapply_without_the_network(data_dir, shipped_model):
+    img = tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif")[:256, :256]
+    seg = Segmenter(shipped_model, keep_probs=True)
+    own = seg.segment(img)
+    assert own.probs is not None and own.probs.shape == (3, 256, 256)
+    # the kept probabilities give the same labels again
+    sem, inst = seg.postprocess(own.probs, own.diameter)
+    np.testing.assert_array_equal(sem, own.semantic)
+    np.testing.assert_array_equal(inst, own.instances)
+    strict = Segmenter(shipped_model, threshold=0.95).segment(img)
+    loose = Segmenter(shipped_model, threshold=0.05).segment(img)
+    assert strict.semantic.sum() < own.semantic.sum() < loose.semantic.sum()
+    assert strict.probs is None  # only kept when asked for
+    sizes = np.bincount(own.instances.ravel())[1:]
+    cut = int(np.median(sizes[sizes > 0]))
+    seg.min_size = cut
+    _, big = seg.postprocess(own.probs, own.diameter)
+    kept = np.bincount(big.ravel())[1:]
+    assert 0 < big.max() < own.instances.max() and kept[kept > 0].min() >= cut
+    for bad in ({"threshold": 1.0}, {"threshold": 0}, {"min_size": -3}):
+        with pytest.raises(ValueError):
+            Segmenter(shipped_model, **bad)

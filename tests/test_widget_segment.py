@@ -96,3 +96,43 @@ def test_removing_the_image_mid_run_loses_nothing(viewer_widget, qtbot):
     assert [lay.name for lay in viewer.layers] == ["mine"]
     assert not other.data.any()
     assert widget._status.value == "image removed; results not added"
+
+
+def test_advanced_settings_reapply_without_the_network(viewer_widget, qtbot, monkeypatch):
+    viewer, widget = viewer_widget
+    data = nuclei()[0][0][:256, :256]
+    image = viewer.add_image(data, name="crop")
+    # (the viewer window is not shown in tests: "hidden" is what the widget asked for)
+    assert widget._threshold.native.isHidden() and "model's (" in widget._threshold.native.specialValueText()
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    cells, inst = viewer.layers["crop cells"], viewer.layers["crop instances"]
+    first_cells, first_inst = cells.data.copy(), inst.data.copy()
+    assert first_inst.max() > 5
+
+    from napari_unet.core.inference import Segmenter
+
+    def no_network(*a, **k):
+        raise AssertionError("the network ran again")
+
+    monkeypatch.setattr(Segmenter, "probabilities", no_network)
+    widget._advanced.value = True
+    assert not widget._threshold.native.isHidden() and not widget._min_size.native.isHidden()
+    widget._threshold.value = 0.9
+    qtbot.waitUntil(lambda: "re-applied" in widget._status.value, timeout=10_000)
+    qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+    assert 0 < cells.data.sum() < first_cells.sum()  # the same layers, updated
+    widget._min_size.value = 10**6
+    qtbot.waitUntil(lambda: not widget.running and inst.data.max() == 0, timeout=10_000)
+    # unticking "Advanced settings" goes back to the model's own settings
+    widget._advanced.value = False
+    qtbot.waitUntil(lambda: not widget.running and inst.data.max() > 0, timeout=10_000)
+    np.testing.assert_array_equal(cells.data, first_cells)
+    np.testing.assert_array_equal(inst.data, first_inst)
+    assert len(viewer.layers) == 3
+    # a changed image is not re-processed from stale probabilities: the next Run applies
+    image.data = data[::-1].copy()
+    widget._advanced.value = True
+    qtbot.wait(600)
+    assert not widget.running and widget._last is None
+    np.testing.assert_array_equal(inst.data, first_inst)

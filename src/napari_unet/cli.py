@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--output", "-o", required=True, help="output folder")
     s.add_argument("--model", "-m", default=None, help="shipped/user model name or .pt file (default: the default model)")
     s.add_argument("--diameter", default=None, help="typical cell diameter in pixels, or 'auto' to estimate (default: the model's)")
+    s.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="cell probability above which a pixel is cell, between 0 and 1 (default: the model's; lower finds more and larger cells)")
+    s.add_argument("--min-size", type=int, default=None, metavar="PX", help="drop objects smaller than this many pixels (default: the model's)")
     s.add_argument("--tile", type=int, default=1024, help="largest tile side in pixels (default 1024; smaller uses less memory)")
     s.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     s.add_argument("--rgb", action="store_true", help="treat a last axis of 3/4 as colour (auto-detected otherwise)")
@@ -126,7 +129,11 @@ def cmd_segment(args) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"--output {out} is a file, not a folder")
-    seg = Segmenter(args.model, precision=args.precision, tile=args.tile)
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UserError(f"--threshold must lie between 0 and 1, got {args.threshold}")
+    if args.min_size is not None and args.min_size < 0:
+        raise UserError(f"--min-size must be >= 0, got {args.min_size}")
+    seg = Segmenter(args.model, precision=args.precision, tile=args.tile, threshold=args.threshold, min_size=args.min_size)
     out.mkdir(parents=True, exist_ok=True)
     stems = [p.stem for p in inputs]
     if len(set(stems)) != len(stems):

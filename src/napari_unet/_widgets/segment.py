@@ -9,6 +9,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, create_widget
 from napari.layers import Image
 from napari.qt.threading import create_worker
+from qtpy.QtCore import QTimer
 
 from ._common import Relay, active_image, model_bus, model_names, notify_error, refresh_model_combo, show_info, upsert_labels
 
@@ -20,7 +21,12 @@ class Cancelled(Exception):
 
 
 class SegmentWidget(Container):
-    """Image picker, model picker, object diameter, Run / Cancel, progress."""
+    """Image picker, model picker, object diameter, Run / Cancel, progress.
+
+    *Advanced settings* override the model's cell threshold and smallest object size. The
+    class probabilities of the last 2D image segmented are kept, so changing either
+    re-applies the post-processing to it at once, without running the network again.
+    """
 
     def __init__(self, napari_viewer):
         super().__init__(labels=True)
@@ -31,22 +37,45 @@ class SegmentWidget(Container):
                                       tooltip="Typical cell diameter in pixels; 0 = the size the model was trained on")
         self._diameter.native.setSpecialValueText("model's own")  # shown at 0
         self._estimate = CheckBox(text="Estimate diameter from the image", value=False)
+        self._advanced = CheckBox(text="Advanced settings", value=False)
+        self._threshold = FloatSpinBox(label="Cell threshold", value=0, min=0, max=0.95, step=0.05, visible=False,
+                                       tooltip="Cell probability above which a pixel is cell: lower finds more and larger "
+                                               "cells, higher fewer and smaller. Changing it updates the last result at once.")
+        self._threshold.native.setSpecialValueText("model's own")
+        # (a float box with no decimals: the integer box cannot show a "model's own" text)
+        self._min_size = FloatSpinBox(label="Smallest cell (px)", value=0, min=0, max=1e7, step=10, visible=False,
+                                      tooltip="Objects with fewer pixels are dropped. Changing it updates the last result at once.")
+        self._min_size.native.setDecimals(0)
+        self._min_size.native.setSpecialValueText("model's own")
         self._run = PushButton(text="Run")
         self._progress = ProgressBar(label="", min=0, max=1000, value=0, visible=False)
         self._status = Label(label="", value="")
-        self.extend([self._image, self._model, self._diameter, self._estimate, self._run, self._progress, self._status])
+        self.extend([self._image, self._model, self._diameter, self._estimate, self._advanced, self._threshold,
+                     self._min_size, self._run, self._progress, self._status])
         self._relay = Relay()
         self._relay.progress.connect(self._on_progress)
         self._run.changed.connect(self._on_run)
         self._estimate.changed.connect(lambda v: setattr(self._diameter, "enabled", not v))
+        self._advanced.changed.connect(self._show_advanced)
         self._worker = None
         self._cancel = threading.Event()
         self._segmenters: dict = {}
         self._t0 = 0.0
+        # the last 2D result's probabilities, to re-apply changed settings without the network
+        self._last: dict | None = None
+        self._pending = False  # settings changed while a worker ran
+        self._debounce = QTimer()
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(250)
+        self._debounce.timeout.connect(self._reapply)
+        self._threshold.changed.connect(self._settings_changed)
+        self._min_size.changed.connect(self._settings_changed)
+        self._model.changed.connect(self._show_model_settings)
         self.viewer.layers.selection.events.active.connect(self._follow_active)
         model_bus.changed.connect(self.refresh_models)
         self.reset_choices()
         self._follow_active()
+        self._show_model_settings()
 
     # ---- pickers ---------------------------------------------------------------------
     def _model_choices(self, *_):
@@ -85,8 +114,10 @@ class SegmentWidget(Container):
         self._progress.value = 0
         self._progress.visible = True
         self._status.value = "loading model..."
-        worker = create_worker(self._work, data, bool(layer.rgb), self._model.value, diameter, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda res, layer=layer: self._on_done(layer, res))
+        key = (self._model.value, diameter)
+        worker = create_worker(self._work, data, bool(layer.rgb), self._model.value, diameter, self._overrides(),
+                               _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda res, layer=layer, data=data, key=key: self._on_done(layer, res, data, key))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
@@ -102,8 +133,16 @@ class SegmentWidget(Container):
             self._segmenters = {key: Segmenter(str(path))}
         return self._segmenters[key]
 
-    def _work(self, data, rgb: bool, model: str, diameter):
+    def _overrides(self) -> tuple[float | None, int | None]:
+        """The advanced settings: ``(threshold, min_size)``, ``None`` for the model's own."""
+        if not self._advanced.value:
+            return None, None
+        return (self._threshold.value or None), (int(round(self._min_size.value)) or None)
+
+    def _work(self, data, rgb: bool, model: str, diameter, overrides=(None, None)):
         seg = self._segmenter(model)
+        seg.threshold, seg.min_size = overrides
+        seg.keep_probs = True
 
         def progress(frac: float, msg: str):
             if self._cancel.is_set():
@@ -116,11 +155,16 @@ class SegmentWidget(Container):
         self._progress.value = int(1000 * min(max(frac, 0.0), 1.0))
         self._status.value = msg
 
-    def _on_done(self, layer, res):
+    def _on_done(self, layer, res, data=None, key=None):
         try:
             self._show_result(layer, res)
         except RuntimeError:  # the viewer was closed while the worker ran: nothing to show
-            pass
+            return
+        if getattr(res, "probs", None) is not None and layer in self.viewer.layers:
+            self._last = {"layer": layer, "data": data, "key": key, "probs": res.probs, "diameter": res.diameter,
+                          "notes": list(res.notes)}
+        else:
+            self._last = None
 
     def _show_result(self, layer, res):
         if layer not in self.viewer.layers:
@@ -148,3 +192,61 @@ class SegmentWidget(Container):
         self._worker = None
         self._run.text = "Run"
         self._progress.visible = False
+        if self._pending:
+            self._pending = False
+            self._debounce.start()
+
+    # ---- advanced settings -------------------------------------------------------------
+    def _show_advanced(self, on: bool):
+        self._threshold.visible = self._min_size.visible = bool(on)
+        if self._last is not None:
+            self._debounce.start()  # back to (or away from) the model's own settings
+
+    def _show_model_settings(self, *_):
+        """Show the model's own threshold and smallest object in the spin boxes' "model's own"."""
+        try:
+            post = self._segmenter(self._model.value).settings()
+        except Exception:  # an unreadable model says so when it is run
+            return
+        self._threshold.native.setSpecialValueText(f"model's ({post.threshold:.2f})")
+        self._min_size.native.setSpecialValueText(f"model's ({post.min_size} px)")
+
+    def _settings_changed(self, *_):
+        if self._last is None:
+            return  # the new settings apply to the next run
+        if self._worker is not None:
+            self._pending = True
+            return
+        self._debounce.start()
+
+    def _reapply(self):
+        """Post-process the last result's probabilities again with the current settings."""
+        last = self._last
+        if last is None or self._worker is not None:
+            return
+        layer = last["layer"]
+        data = layer.data[0] if getattr(layer, "multiscale", False) else getattr(layer, "data", None)
+        model, diameter = last["key"]
+        if layer not in self.viewer.layers or data is not last["data"] or model != self._model.value:
+            self._last = None  # the image or the model changed: the next Run starts afresh
+            return
+        self._t0 = time.perf_counter()
+        self._status.value = "applying the new settings..."
+        overrides = self._overrides()
+
+        def work():
+            seg = self._segmenter(model)
+            seg.threshold, seg.min_size = overrides
+            semantic, instances = seg.postprocess(last["probs"], last["diameter"])
+            from ..core.inference import Segmentation
+
+            return Segmentation(semantic, instances, last["notes"] + ["settings re-applied without re-running the network"],
+                                last["diameter"], last["probs"])
+
+        worker = create_worker(work, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda res: self._on_done(layer, res, last["data"], last["key"]))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._run.text = "Cancel"
+        worker.start()

@@ -8,6 +8,7 @@ in overlapping blocks whose objects are stitched, so memory stays bounded on any
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class Segmentation:
     instances: np.ndarray  # uint16/uint32, 0 = background
     notes: list[str] = field(default_factory=list)
     diameter: float | None = None  # object diameter (px) the image was treated as having
+    probs: np.ndarray | None = None  # (C, H, W) class probabilities, when the Segmenter keeps them
 
 
 def as_planes(image: np.ndarray, rgb: bool | None = None) -> tuple[np.ndarray, list[str], tuple]:
@@ -84,6 +86,12 @@ class Segmenter:
 
     ``precision``: ``"auto"`` (bfloat16 autocast and channels_last where the CPU supports
     them, else float32), ``"bf16"`` or ``"fp32"``.
+
+    ``threshold`` (cell probability above which a pixel is cell) and ``min_size``
+    (smallest object, in image pixels) override the model's own post-processing settings
+    (``None``: the model's); they can be changed between calls. With ``keep_probs`` a
+    single 2D plane's class probabilities are returned with its labels, so that
+    :meth:`postprocess` can try other settings without running the network again.
     """
 
     def __init__(
@@ -95,6 +103,9 @@ class Segmenter:
         batch_size: int = 1,
         device: str | None = None,
         fill_holes: bool = True,
+        threshold: float | None = None,
+        min_size: int | None = None,
+        keep_probs: bool = False,
     ):
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
         self.model = self.loaded.model.eval()
@@ -109,6 +120,10 @@ class Segmenter:
         meta = self.loaded.meta
         self.percentiles = tuple(meta.get("normalization", (1.0, 99.8)))
         self.fill_holes = fill_holes
+        self.threshold = threshold
+        self.min_size = min_size
+        self.keep_probs = keep_probs
+        self.settings()  # check the overrides now
 
     # ---- network ---------------------------------------------------------------------
     @torch.inference_mode()
@@ -216,17 +231,31 @@ class Segmenter:
             probs = self.probabilities(plane, diameter, limits, _tile_progress(progress))
             semantic, instances = self.postprocess(probs, diameter)
         else:
+            probs = None
             semantic, instances = self._segment_blocks(plane, diameter, limits, progress)
-        return Segmentation(semantic, instances, notes, diameter or self.loaded.image_diameter)
+        kept = probs if self.keep_probs else None
+        return Segmentation(semantic, instances, notes, diameter or self.loaded.image_diameter, kept)
 
     def postprocess(self, probs: np.ndarray, diameter) -> tuple[np.ndarray, np.ndarray]:
         """Semantic and instance labels from probabilities at image scale (see :mod:`.postprocess`)."""
         return self.settings(diameter)(probs)
 
     def settings(self, diameter=None) -> Postprocess:
-        """The model's post-processing for cells of ``diameter`` px (default: the model's)."""
+        """The post-processing for cells of ``diameter`` px (default: the model's): the
+        model's settings with this Segmenter's ``threshold`` and ``min_size``, if set."""
         d = float(diameter) if diameter else self.loaded.image_diameter
-        return Postprocess.for_model(self.loaded.meta, d, self.loaded.scale(diameter), self.fill_holes)
+        post = Postprocess.for_model(self.loaded.meta, d, self.loaded.scale(diameter), self.fill_holes)
+        changes = {}
+        if self.threshold is not None:
+            t = float(self.threshold)
+            if not 0.0 < t < 1.0:
+                raise ValueError(f"the cell threshold must lie between 0 and 1 (exclusive), got {self.threshold}")
+            changes["threshold"] = t
+        if self.min_size is not None:
+            if int(self.min_size) != self.min_size or self.min_size < 0:
+                raise ValueError(f"the minimum cell size must be a whole number of pixels >= 0, got {self.min_size}")
+            changes["min_size"] = max(1, int(self.min_size))
+        return dataclasses.replace(post, **changes) if changes else post
 
     def _segment_blocks(self, plane, diameter, limits, progress):
         """Blockwise segmentation with stitching for planes larger than ``self.block``.
@@ -310,7 +339,7 @@ class Segmenter:
         semantic = np.stack(sems).reshape(out_shape)
         nmax = max(int(x.max()) for x in insts)
         instances = np.stack([x.astype(labels_dtype(nmax)) for x in insts]).reshape(out_shape)
-        return Segmentation(semantic, instances, notes, used)
+        return Segmentation(semantic, instances, notes, used, seg.probs if n == 1 else None)
 
 
 def _tile_progress(progress: Progress | None):
