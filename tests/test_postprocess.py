@@ -154,6 +154,11 @@ def test_prior_shift_threshold_recovers_the_images_cell_fraction():
     err_shifted = np.mean((p_cell > th) != truth)
     err_plain = np.mean((p_cell > 0.5) != truth)
     assert err_shifted < err_plain - 0.01
+    # half the shift in log-odds: logit(0.2) / 2 -> 1 / 3, from the same estimate
+    th_half, frac_half = prior_shift_threshold(p_cell, train_prior=0.5, strength=0.5)
+    assert frac_half == frac and th_half == pytest.approx(1 / (1 + np.sqrt(1 / th - 1)))
+    assert th < th_half < 0.5 and th_half == pytest.approx(1 / 3, abs=0.01)
+    assert prior_shift_threshold(p_cell, train_prior=0.5, strength=0.0)[0] == pytest.approx(0.5)
     # nothing to learn from: a model trained on the image's own prior keeps 0.5
     th_same, _ = prior_shift_threshold(np.full(1000, 0.5), train_prior=0.5)
     assert th_same == pytest.approx(0.5)

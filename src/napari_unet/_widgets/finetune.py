@@ -263,7 +263,6 @@ class FinetuneWidget(Container):
         self._trainer = None
         self._info = None
         self._layer: Image | None = None  # the image being trained on and previewed
-        self._base_score = None
         self._below = 0
         self._warned: set[str] = set()
         self._created: list = []
@@ -548,7 +547,6 @@ class FinetuneWidget(Container):
         self._job = job
         self._layer = layer
         self._trainer = self._info = None
-        self._base_score = None
         self._below = 0
         self._warned = set()
         self._revert_pending = False
@@ -648,10 +646,14 @@ class FinetuneWidget(Container):
         elif isinstance(ev, Preview):
             self._show_preview(ev)
 
+    @property
+    def _base_score(self) -> float | None:
+        """The base model's score on the validation strokes (the trainer's step 0)."""
+        return self._trainer.base_score if self._trainer is not None else None
+
     def _on_progress(self, p):
         self._plot.add(p)
         if p.step == 0:
-            self._base_score = p.val_score
             self._status.value = f"base model score {p.val_score:.3f}; training..."
             return
         if self._budget_s:

@@ -217,7 +217,8 @@ class Postprocess:
         return instances_from_probs(probs, self.threshold, self.seed_threshold, self.min_size, self.min_distance, self.max_hole, self.depth)
 
 
-def prior_shift_threshold(p_cell: np.ndarray, train_prior: float = 0.5, iters: int = 200, bounds=(0.1, 0.9)) -> tuple[float, float]:
+def prior_shift_threshold(p_cell: np.ndarray, train_prior: float = 0.5, iters: int = 200, bounds=(0.1, 0.9),
+                          strength: float = 1.0) -> tuple[float, float]:
     """Cell threshold that undoes the class prior a model was trained with; and the cell
     fraction that EM estimates for the images ``p_cell`` (cell probabilities) come from.
 
@@ -227,7 +228,9 @@ def prior_shift_threshold(p_cell: np.ndarray, train_prior: float = 0.5, iters: i
     algorithm of Saerens, Latinne and Decaestecker (Neural Computation 14, 2002) estimates
     the image's own cell fraction ``pi`` from the unlabeled pixels; Bayes' rule with the
     corrected prior then calls a pixel cell when ``p * pi / t > (1 - p) (1 - pi) / (1 - t)``,
-    i.e. above the returned threshold (clipped to ``bounds``).
+    i.e. above the returned threshold (clipped to ``bounds``). ``strength`` < 1 applies
+    only that share of the shift, in log-odds (a model over-confident on the unlabeled
+    pixels makes EM overshoot).
     """
     p = np.clip(np.asarray(p_cell, np.float64).ravel(), 1e-6, 1 - 1e-6)
     t = float(train_prior)
@@ -241,5 +244,7 @@ def prior_shift_threshold(p_cell: np.ndarray, train_prior: float = 0.5, iters: i
             pi = new
             break
         pi = new
-    th = (1 - pi) * t / ((1 - pi) * t + pi * (1 - t))
-    return float(np.clip(th, *bounds)), pi
+    th = float(np.clip((1 - pi) * t / ((1 - pi) * t + pi * (1 - t)), *bounds))
+    if strength != 1.0:
+        th = 1.0 / (1.0 + (1.0 / th - 1.0) ** float(strength))  # logit(th) x strength
+    return th, pi
