@@ -136,3 +136,23 @@ def test_advanced_settings_reapply_without_the_network(viewer_widget, qtbot, mon
     qtbot.wait(600)
     assert not widget.running and widget._last is None
     np.testing.assert_array_equal(inst.data, first_inst)
+
+
+def test_changed_settings_never_overwrite_edited_results(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    viewer.add_image(nuclei()[0][0][:200, :200], name="crop")
+    widget._advanced.value = True
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    inst = viewer.layers["crop instances"]
+    # the user corrects the result by hand (painting into the layer)
+    inst.data_setitem((np.arange(5), np.arange(5)), 999)
+    edited = inst.data.copy()
+    widget._threshold.value = 0.9
+    qtbot.waitUntil(lambda: "was edited" in widget._status.value, timeout=10_000)
+    assert not widget.running
+    np.testing.assert_array_equal(inst.data, edited)
+    # an explicit Run still segments again
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert inst.data.max() < 999

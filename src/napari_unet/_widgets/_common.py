@@ -7,7 +7,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Signal
 
-__all__ = ["Relay", "upsert_labels", "spatial_transform", "notify_error", "show_info", "show_warning", "active_image"]
+__all__ = ["Relay", "upsert_labels", "plugin_layer", "spatial_transform", "notify_error", "show_info", "show_warning", "active_image"]
 
 _KEY = "napari-unet"
 
@@ -30,16 +30,24 @@ def upsert_labels(viewer, data: np.ndarray, source: Image, kind: str, suffix: st
     Only layers this plugin created (tagged in their metadata) are ever updated, so the
     user's own layers are never overwritten. Running again updates rather than piles up.
     """
-    for layer in viewer.layers:
-        tag = layer.metadata.get(_KEY) if isinstance(layer, Labels) else None
-        if tag and tag.get("source") == source.name and tag.get("kind") == kind and layer.data.shape == data.shape:
-            layer.data = data
-            layer.scale = spatial_transform(source)["scale"]
-            layer.translate = spatial_transform(source)["translate"]
-            return layer
+    layer = plugin_layer(viewer, source, kind, data.shape)
+    if layer is not None:
+        layer.data = data
+        layer.scale = spatial_transform(source)["scale"]
+        layer.translate = spatial_transform(source)["translate"]
+        return layer
     name = f"{source.name} {suffix or kind}"
     layer = viewer.add_labels(data, name=name, metadata={_KEY: {"source": source.name, "kind": kind}}, **spatial_transform(source), **kwargs)
     return layer
+
+
+def plugin_layer(viewer, source: Image, kind: str, shape: tuple | None = None) -> Labels | None:
+    """The Labels layer this plugin made for ``source`` and ``kind`` (of ``shape``), if any."""
+    for layer in viewer.layers:
+        tag = layer.metadata.get(_KEY) if isinstance(layer, Labels) else None
+        if tag and tag.get("source") == source.name and tag.get("kind") == kind and (shape is None or layer.data.shape == shape):
+            return layer
+    return None
 
 
 def is_plugin_layer(layer) -> bool:

@@ -11,7 +11,7 @@ from napari.layers import Image
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QTimer
 
-from ._common import Relay, active_image, model_bus, model_names, notify_error, refresh_model_combo, show_info, upsert_labels
+from ._common import Relay, active_image, model_bus, model_names, notify_error, plugin_layer, refresh_model_combo, show_info, upsert_labels
 
 __all__ = ["SegmentWidget"]
 
@@ -161,8 +161,10 @@ class SegmentWidget(Container):
         except RuntimeError:  # the viewer was closed while the worker ran: nothing to show
             return
         if getattr(res, "probs", None) is not None and layer in self.viewer.layers:
+            # what was written, to tell whether the user has edited the layers since
+            written = (res.semantic.copy(), res.instances.copy())
             self._last = {"layer": layer, "data": data, "key": key, "probs": res.probs, "diameter": res.diameter,
-                          "notes": list(res.notes)}
+                          "notes": [n for n in res.notes if not n.startswith("settings re-applied")], "written": written}
         else:
             self._last = None
 
@@ -230,6 +232,13 @@ class SegmentWidget(Container):
         if layer not in self.viewer.layers or data is not last["data"] or model != self._model.value:
             self._last = None  # the image or the model changed: the next Run starts afresh
             return
+        for kind, arr in zip(("cells", "instances"), last["written"]):
+            out = plugin_layer(self.viewer, layer, kind, arr.shape)
+            if out is not None and not np.array_equal(np.asarray(out.data), arr):
+                self._last = None  # never overwrite the user's corrections without a Run
+                self._status.value = f"'{out.name}' was edited: press Run to segment with the new settings"
+                show_info(f"U-Net: '{out.name}' was edited, so it was not updated; press Run to apply the new settings")
+                return
         self._t0 = time.perf_counter()
         self._status.value = "applying the new settings..."
         overrides = self._overrides()
