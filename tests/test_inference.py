@@ -110,6 +110,7 @@ def test_threshold_and_min_size_override_the_model_and_reapply_without_the_netwo
     _, big = seg.postprocess(own.probs, own.diameter)
     kept = np.bincount(big.ravel())[1:]
     assert 0 < big.max() < own.instances.max() and kept[kept > 0].min() >= cut
+    assert seg.settings().min_size == cut and seg.settings(own=True).min_size == Segmenter(shipped_model).settings().min_size
     for bad in ({"threshold": 1.0}, {"threshold": 0}, {"min_size": -3}):
         with pytest.raises(ValueError):
             Segmenter(shipped_model, **bad)

@@ -156,3 +156,15 @@ def test_changed_settings_never_overwrite_edited_results(viewer_widget, qtbot):
     widget._on_run()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert inst.data.max() < 999
+
+
+def test_the_boxes_show_the_models_own_settings_after_a_run_with_others(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    viewer.add_image(nuclei()[0][0][:128, :128], name="crop")
+    own = widget._threshold.native.specialValueText()
+    widget._advanced.value = True
+    widget._threshold.value = 0.8
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    widget._show_model_settings()
+    assert widget._threshold.native.specialValueText() == own and "0.80" not in own

@@ -207,7 +207,7 @@ class SegmentWidget(Container):
     def _show_model_settings(self, *_):
         """Show the model's own threshold and smallest object in the spin boxes' "model's own"."""
         try:
-            post = self._segmenter(self._model.value).settings()
+            post = self._segmenter(self._model.value).settings(own=True)
         except Exception:  # an unreadable model says so when it is run
             return
         self._threshold.native.setSpecialValueText(f"model's ({post.threshold:.2f})")

@@ -240,11 +240,14 @@ class Segmenter:
         """Semantic and instance labels from probabilities at image scale (see :mod:`.postprocess`)."""
         return self.settings(diameter)(probs)
 
-    def settings(self, diameter=None) -> Postprocess:
+    def settings(self, diameter=None, own: bool = False) -> Postprocess:
         """The post-processing for cells of ``diameter`` px (default: the model's): the
-        model's settings with this Segmenter's ``threshold`` and ``min_size``, if set."""
+        model's settings with this Segmenter's ``threshold`` and ``min_size``, if set
+        (``own``: the model's settings alone)."""
         d = float(diameter) if diameter else self.loaded.image_diameter
         post = Postprocess.for_model(self.loaded.meta, d, self.loaded.scale(diameter), self.fill_holes)
+        if own:
+            return post
         changes = {}
         if self.threshold is not None:
             t = float(self.threshold)
