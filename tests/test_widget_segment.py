@@ -56,6 +56,16 @@ def test_stack_and_rgb_inputs(viewer_widget, qtbot):
     widget._on_run()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert viewer.layers["rgb instances"].data.shape == data.shape
+    # a stack's probabilities are not kept: a changed setting waits for Run, and says so
+    widget._image.value = stack
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    before = inst.data.copy()
+    widget._advanced.value = True
+    widget._threshold.value = 0.9
+    assert "press Run" in widget._status.value
+    qtbot.wait(500)
+    np.testing.assert_array_equal(inst.data, before)
 
 
 def test_bad_inputs_notify_without_crashing(viewer_widget, qtbot, monkeypatch):

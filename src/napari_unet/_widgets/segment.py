@@ -214,8 +214,10 @@ class SegmentWidget(Container):
         self._min_size.native.setSpecialValueText(f"model's ({post.min_size} px)")
 
     def _settings_changed(self, *_):
-        if self._last is None:
-            return  # the new settings apply to the next run
+        if self._last is None:  # nothing kept to re-apply to (none yet, a stack, a very large image)
+            if self._worker is None:
+                self._status.value = "the new settings apply when you press Run"
+            return
         if self._worker is not None:
             self._pending = True
             return
