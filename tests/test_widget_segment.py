@@ -113,7 +113,7 @@ def test_advanced_settings_reapply_without_the_network(viewer_widget, qtbot, mon
     data = nuclei()[0][0][:256, :256]
     image = viewer.add_image(data, name="crop")
     # (the viewer window is not shown in tests: "hidden" is what the widget asked for)
-    assert widget._threshold.native.isHidden() and "model's (" in widget._threshold.native.specialValueText()
+    assert widget._threshold.native.isHidden()
     widget._on_run()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     cells, inst = viewer.layers["crop cells"], viewer.layers["crop instances"]
@@ -128,6 +128,7 @@ def test_advanced_settings_reapply_without_the_network(viewer_widget, qtbot, mon
     monkeypatch.setattr(Segmenter, "probabilities", no_network)
     widget._advanced.value = True
     assert not widget._threshold.native.isHidden() and not widget._min_size.native.isHidden()
+    assert "model's (" in widget._threshold.native.specialValueText()  # the model's own value, once shown
     widget._threshold.value = 0.9
     qtbot.waitUntil(lambda: "re-applied" in widget._status.value, timeout=10_000)
     qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
@@ -171,8 +172,8 @@ def test_changed_settings_never_overwrite_edited_results(viewer_widget, qtbot):
 def test_the_boxes_show_the_models_own_settings_after_a_run_with_others(viewer_widget, qtbot):
     viewer, widget = viewer_widget
     viewer.add_image(nuclei()[0][0][:128, :128], name="crop")
-    own = widget._threshold.native.specialValueText()
     widget._advanced.value = True
+    own = widget._threshold.native.specialValueText()
     widget._threshold.value = 0.8
     widget._on_run()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)

@@ -70,12 +70,11 @@ class SegmentWidget(Container):
         self._debounce.timeout.connect(self._reapply)
         self._threshold.changed.connect(self._settings_changed)
         self._min_size.changed.connect(self._settings_changed)
-        self._model.changed.connect(self._show_model_settings)
+        self._model.changed.connect(lambda *_: self._advanced.value and self._show_model_settings())
         self.viewer.layers.selection.events.active.connect(self._follow_active)
         model_bus.changed.connect(self.refresh_models)
         self.reset_choices()
         self._follow_active()
-        self._show_model_settings()
 
     # ---- pickers ---------------------------------------------------------------------
     def _model_choices(self, *_):
@@ -106,7 +105,7 @@ class SegmentWidget(Container):
         if layer is None:
             show_info("Open an image first (File > Open Sample > U-Net for an example)")
             return
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = _plane_data(layer)
         diameter = "auto" if self._estimate.value else (self._diameter.value or None)
         self._cancel.clear()
         self._t0 = time.perf_counter()
@@ -155,16 +154,18 @@ class SegmentWidget(Container):
         self._progress.value = int(1000 * min(max(frac, 0.0), 1.0))
         self._status.value = msg
 
-    def _on_done(self, layer, res, data=None, key=None):
+    def _on_done(self, layer, res, data=None, key=None, reapplied: bool = False):
         try:
             self._show_result(layer, res)
         except RuntimeError:  # the viewer was closed while the worker ran: nothing to show
             return
-        if getattr(res, "probs", None) is not None and layer in self.viewer.layers:
-            # what was written, to tell whether the user has edited the layers since
-            written = (res.semantic.copy(), res.instances.copy())
+        # what was written, to tell whether the user has edited the layers since
+        written = (res.semantic.copy(), res.instances.copy())
+        if reapplied and self._last is not None:
+            self._last["written"] = written
+        elif res.probs is not None and layer in self.viewer.layers:
             self._last = {"layer": layer, "data": data, "key": key, "probs": res.probs, "diameter": res.diameter,
-                          "notes": [n for n in res.notes if not n.startswith("settings re-applied")], "written": written}
+                          "notes": list(res.notes), "written": written}
         else:
             self._last = None
 
@@ -201,6 +202,8 @@ class SegmentWidget(Container):
     # ---- advanced settings -------------------------------------------------------------
     def _show_advanced(self, on: bool):
         self._threshold.visible = self._min_size.visible = bool(on)
+        if on:  # (loaded only now: opening the widget does not load a model)
+            self._show_model_settings()
         if self._last is not None:
             self._debounce.start()  # back to (or away from) the model's own settings
 
@@ -212,6 +215,8 @@ class SegmentWidget(Container):
             return
         self._threshold.native.setSpecialValueText(f"model's ({post.threshold:.2f})")
         self._min_size.native.setSpecialValueText(f"model's ({post.min_size} px)")
+        for box in (self._threshold, self._min_size):
+            box.native.updateGeometry()  # the longer text needs a wider box
 
     def _settings_changed(self, *_):
         if self._last is None:  # nothing kept to re-apply to (none yet, a stack, a very large image)
@@ -229,8 +234,8 @@ class SegmentWidget(Container):
         if last is None or self._worker is not None:
             return
         layer = last["layer"]
-        data = layer.data[0] if getattr(layer, "multiscale", False) else getattr(layer, "data", None)
-        model, diameter = last["key"]
+        data = _plane_data(layer)
+        model = last["key"][0]
         if layer not in self.viewer.layers or data is not last["data"] or model != self._model.value:
             self._last = None  # the image or the model changed: the next Run starts afresh
             return
@@ -252,12 +257,17 @@ class SegmentWidget(Container):
             from ..core.inference import Segmentation
 
             return Segmentation(semantic, instances, last["notes"] + ["settings re-applied without re-running the network"],
-                                last["diameter"], last["probs"])
+                                last["diameter"])
 
         worker = create_worker(work, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda res: self._on_done(layer, res, last["data"], last["key"]))
+        worker.returned.connect(lambda res: self._on_done(layer, res, reapplied=True))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._run.text = "Cancel"
         worker.start()
+
+
+def _plane_data(layer: Image):
+    """The array Segment runs on: the layer's data, its full resolution if multiscale."""
+    return layer.data[0] if layer.multiscale else layer.data
