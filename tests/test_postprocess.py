@@ -162,3 +162,199 @@ def test_prior_shift_threshold_recovers_the_images_cell_fraction():
     # nothing to learn from: a model trained on the image's own prior keeps 0.5
     th_same, _ = prior_shift_threshold(np.full(1000, 0.5), train_prior=0.5)
     assert th_same == pytest.approx(0.5)
+
+
+# ---- fast path: the same labels as the former region-by-region implementation ----------
+
+
+def _blobs(rng, shape, diagonal_contacts=False):
+    """Random smooth blobs; with ``diagonal_contacts``, face-disconnected regions that touch
+    across corners (which h_maxima region by region never sees as neighbours)."""
+    from scipy import ndimage as ndi
+
+    sigma = rng.uniform(1.0, 3.0) if len(shape) == 2 else 1.0
+    x = ndi.gaussian_filter(rng.random(shape), sigma) > rng.uniform(0.47, 0.53)
+    if diagonal_contacts:
+        x &= (np.indices(shape).sum(0) % 2 == 0) | (rng.random(shape) > 0.3)
+    return x
+
+
+def _distance_maps(mask):
+    """The smoothed distance map the post-processing uses, the raw one (sqrt-of-integer
+    plateaus and ties) and a flat one (every pixel of a region equally high)."""
+    from scipy import ndimage as ndi
+
+    edt = ndi.distance_transform_edt(mask).astype(np.float32)
+    return [ndi.gaussian_filter(edt, 1.0), edt, np.where(mask, np.float32(1.5), np.float32(0))]
+
+
+def test_fast_distance_transform_matches_scipy():
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.postprocess import _edt
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random(shape) > p for p in (0.02, 0.3, 0.7, 0.999)
+             for shape in ((1, 9), (9, 1), (1, 1), (2, 2), (50, 37), (64, 300))]
+    masks += [_blobs(rng, (120, 90)), _blobs(rng, (80, 80), diagonal_contacts=True), discs() > 0]
+    for bg in ([(0, 5)], [(150, 0), (299, 199)]):  # background only at an edge or two corners
+        m = np.ones((300, 200), bool)
+        for yx in bg:
+            m[yx] = False
+        masks.append(m)
+    masks += [np.ones((5, 6), bool), np.zeros((5, 6), bool)]
+    for m in masks:
+        np.testing.assert_array_equal(_edt(m), ndi.distance_transform_edt(m).astype(np.float32))
+        assert _edt(m).dtype == np.float32
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_h_maxima_seeds_match_the_region_by_region_reference(seed):
+    """Whole-image h-maxima give the seeds ``h_maxima`` gives region by region, numbering
+    included: plateaus and float ties, regions touching across corners, regions too shallow
+    for any peak (one seed as a whole), 2D and 3D (``core.stack`` uses the same function)."""
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.postprocess import _deep_peaks, _deep_peaks_reference
+
+    rng = np.random.default_rng(seed)
+    shape = [(60, 80), (7, 300), (120, 90), (1, 50), (40, 1), (16, 24, 20)][seed]
+    mask = _blobs(rng, shape, diagonal_contacts=seed % 2 == 0)
+    comp, n = ndi.label(mask)
+    assert n > 1 or shape[0] == 1 or shape[1] == 1
+    for dist in _distance_maps(mask):
+        for depth in (0.5, 1.0, 1.5, 2.5, 7.0):
+            ref = _deep_peaks_reference(dist, comp, depth)
+            np.testing.assert_array_equal(_deep_peaks(dist, comp, depth), ref)
+            np.testing.assert_array_equal(_deep_peaks(dist, comp, depth, np.flatnonzero(comp)), ref)
+
+
+def test_fast_h_maxima_keep_h_maximas_float32_tolerance():
+    """h_maxima takes ``dist - reconstruction`` in float32: a pixel whose residue rounds to
+    the depth counts as a peak (found on a real bbbc039 map, where a float64 residue
+    dropped it)."""
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.postprocess import _deep_peaks, _deep_peaks_reference
+
+    d = np.zeros((5, 6), np.float32)
+    d[1:4, 1:5] = 5.0
+    d[2, 2], d[2, 3] = np.float32("10.11214"), np.float32("10.11212")
+    comp, _ = ndi.label(d > 0)
+    ref = _deep_peaks_reference(d, comp, 1.9796)
+    assert ref[2, 2] == ref[2, 3] == 1 and ref.sum() == 2
+    np.testing.assert_array_equal(_deep_peaks(d, comp, 1.9796), ref)
+
+
+def test_fast_distance_peaks_drop_peaks_at_the_image_minimum():
+    """peak_local_max's threshold is the image's minimum: a plateau at that height far from
+    the higher part of its region gives no peak."""
+    from napari_unet.core.postprocess import _distance_peaks, _distance_peaks_reference
+
+    d = np.ones((5, 60), np.float32)
+    d[2, 30:58] = 2.0
+    comp = np.zeros(d.shape, np.int32)
+    comp[2, 2:58] = 1
+    ref = _distance_peaks_reference(d, comp, 3)
+    assert ref[2, :30].max() == 0 and ref.max() == 10
+    np.testing.assert_array_equal(_distance_peaks(d, comp, 3), ref)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_distance_peaks_match_peak_local_max(seed):
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.postprocess import _distance_peaks, _distance_peaks_reference
+
+    rng = np.random.default_rng(10 + seed)
+    shape = [(60, 80), (7, 300), (120, 90), (1, 50), (40, 1)][seed]
+    mask = _blobs(rng, shape, diagonal_contacts=seed % 2 == 0)
+    comp, _ = ndi.label(mask)
+    for dist in _distance_maps(mask):
+        for spacing in (1, 2, 3, 6, 15):
+            np.testing.assert_array_equal(_distance_peaks(dist, comp, spacing), _distance_peaks_reference(dist, comp, spacing))
+
+
+@pytest.mark.parametrize("mode", ["depth", "spacing", "regions"])
+def test_fast_instances_match_the_reference_on_touching_discs(mode):
+    from napari_unet.core.postprocess import _instances_from_probs_reference
+
+    lab = discs(shape=(96, 200), centers=((40, 40), (40, 62), (70, 100), (30, 150), (52, 160)), radius=12)
+    lab[80:90, 10:190] = 6  # a long thin cell
+    p = _probs_from_targets(targets_from_instances(lab))
+    p[1][40:45, 45:60] = 0.9  # interiors of the two first discs meet: no boundary there
+    kw = {"depth": dict(depth=2.4), "spacing": dict(min_distance=9), "regions": {}}[mode]
+    for extra in (dict(max_hole=0, min_size=15), dict(max_hole=100, min_size=1, seed_threshold=0.3)):
+        sem, inst = instances_from_probs(p, **kw, **extra)
+        sem_ref, inst_ref = _instances_from_probs_reference(p, **kw, **extra)
+        np.testing.assert_array_equal(sem, sem_ref)
+        np.testing.assert_array_equal(inst, inst_ref)
+        assert inst.dtype == inst_ref.dtype and inst.max() >= 5
+
+
+@pytest.fixture(scope="module")
+def real_probabilities():
+    """Probabilities of the shipped models on crops of real val images: ``nuclei`` on two
+    256 x 256 bbbc039 crops, ``cells`` on two 384 x 384 usiigaci crops (at its own scale)."""
+    from conftest import DATA
+
+    from napari_unet.core.data import read_image
+    from napari_unet.core.inference import Segmenter
+
+    if not DATA.is_dir():
+        pytest.skip("shared/data not found")
+    out = []
+    for model, name, side in (("nuclei", "bbbc039", 256), ("cells", "usiigaci", 384)):
+        files = sorted(p for p in (DATA / name / "val").glob("*.tif") if not p.stem.endswith("_labels"))[:2]
+        if not files:
+            pytest.skip(f"no {name}/val images")
+        seg = Segmenter(model)
+        for f in files:
+            img = read_image(f).astype(np.float32)
+            out.append((f"{model}:{f.name}", seg.settings(), seg.loaded.image_diameter, seg.probabilities(img[:side, :side])))
+    return out
+
+
+def test_fast_path_matches_the_reference_on_real_probabilities(real_probabilities):
+    """The shipped models' probabilities on real images, post-processed in each seed mode
+    with each model's settings: fast and reference labels are identical; so are the seeds
+    alone at several depths and spacings, on looser interiors too (more merged regions)."""
+    import dataclasses
+
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.postprocess import (
+        _deep_peaks,
+        _deep_peaks_reference,
+        _distance_peaks,
+        _distance_peaks_reference,
+        _edt,
+        _instances_from_probs_reference,
+        seed_spacing,
+    )
+
+    for name, shipped, diameter, probs in real_probabilities:
+        modes = [dataclasses.replace(shipped, min_distance=None, depth=0.07 * diameter),
+                 dataclasses.replace(shipped, min_distance=None, depth=None),
+                 dataclasses.replace(shipped, min_distance=seed_spacing(diameter), depth=None)]
+        for post in modes:
+            kw = dict(threshold=post.threshold, seed_threshold=post.seed_threshold, min_size=post.min_size,
+                      min_distance=post.min_distance, max_hole=post.max_hole, depth=post.depth)
+            sem, inst = instances_from_probs(probs, **kw)
+            sem_ref, inst_ref = _instances_from_probs_reference(probs, **kw)
+            np.testing.assert_array_equal(sem, sem_ref, err_msg=name)
+            np.testing.assert_array_equal(inst, inst_ref, err_msg=f"{name} {post}")
+            assert inst.dtype == inst_ref.dtype and inst.max() > 0
+        for seed_threshold in (shipped.seed_threshold, 0.5):
+            inner = (probs[1] > seed_threshold) & (probs[0] < 0.5)
+            comp, _ = ndi.label(inner)
+            edt = _edt(inner)
+            np.testing.assert_array_equal(edt, ndi.distance_transform_edt(inner).astype(np.float32))
+            dist = ndi.gaussian_filter(edt, 1.0)
+            for depth in (0.5, 0.03 * diameter, 0.07 * diameter, 0.15 * diameter):
+                np.testing.assert_array_equal(_deep_peaks(dist, comp, depth), _deep_peaks_reference(dist, comp, depth),
+                                              err_msg=f"{name} depth {depth}")
+            for spacing in (2, seed_spacing(diameter, 0.2), seed_spacing(diameter)):
+                np.testing.assert_array_equal(_distance_peaks(dist, comp, spacing),
+                                              _distance_peaks_reference(dist, comp, spacing),
+                                              err_msg=f"{name} spacing {spacing}")

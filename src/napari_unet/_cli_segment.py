@@ -1,0 +1,242 @@
+"""``napari-unet segment``: images, folders, globs and zarr arrays to label files.
+
+For each input ``X`` it writes ``DIR/X_labels.tif`` (instances) and ``DIR/X_cells.tif``
+(1 = cell), or ``DIR/X_labels.zarr`` for a zarr input, and with ``--measure``
+``DIR/X_measurements.csv``. Outputs are written atomically and never replace an input or a
+file this run did not create: an input whose outputs exist is skipped (so an interrupted
+folder resumes where it stopped) unless ``--overwrite``. An unreadable input is reported
+and the others go on (``--fail-fast`` stops at the first); the exit status is 1 if any
+input failed.
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+import time
+from pathlib import Path
+
+from .core.data import IMAGE_SUFFIXES
+
+OUTPUT_SUFFIXES = ("_labels", "_cells", "_measurements")
+_SEGMENTERS: dict = {}
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("segment", help="segment images into instance and semantic label files")
+    s.add_argument("inputs", nargs="+", help="image files (TIFF, PNG, JPEG), zarr arrays, folders or quoted globs")
+    s.add_argument("--output", "-o", required=True, help="output folder")
+    s.add_argument("--model", "-m", default=None, help="shipped/user model name or .pt file (default: the default model)")
+    s.add_argument("--diameter", default=None, help="typical cell diameter in pixels, or 'auto' to estimate (default: the model's)")
+    s.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="cell probability above which a pixel is cell, between 0 and 1 (default: the model's; lower finds more and larger cells)")
+    s.add_argument("--min-size", type=int, default=None, metavar="PX", help="drop objects smaller than this many pixels (default: the model's)")
+    s.add_argument("--axes", default=None,
+                   help="axes of the input from T, Z, C, Y, X (S: RGB samples), e.g. ZYX, TYX, CYX (default: the file's metadata, else guessed)")
+    s.add_argument("--anisotropy", type=float, default=None, metavar="Z",
+                   help="z spacing / xy pixel size of a volume (default: the file's metadata, else 1)")
+    s.add_argument("--channel", type=int, default=None, metavar="C", help="the channel to segment along a C axis (default 0)")
+    s.add_argument("--measure", action="store_true", help="also write DIR/<stem>_measurements.csv (one row per cell)")
+    s.add_argument("--overwrite", action="store_true", help="replace outputs that exist already (never an input)")
+    s.add_argument("--fail-fast", action="store_true", help="stop at the first input that fails (default: report it and go on)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="segment the inputs on a local dask.distributed cluster of N processes")
+    s.add_argument("--scheduler", default=None, metavar="ADDRESS", help="segment the inputs on an existing Dask cluster")
+    s.add_argument("--tile", type=int, default=1024, help="largest tile side in pixels (default 1024; smaller uses less memory)")
+    s.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    s.add_argument("--rgb", action="store_true", help="treat a last axis of 3/4 as colour (auto-detected otherwise)")
+    s.add_argument("--quiet", "-q", action="store_true")
+
+
+def expand_inputs(specs: list[str]) -> list[Path]:
+    """Files from file names, folders (their images, not this tool's outputs) and globs."""
+    from .cli import UserError
+
+    out: list[Path] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.suffix.lower() == ".zarr" and p.exists():
+            out.append(p)
+        elif p.is_dir():
+            found = [q for q in sorted(p.iterdir()) if _is_image(q)]
+            if not found:
+                raise UserError(f"no images in folder {p}")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        elif any(c in spec for c in "*?["):
+            found = [Path(q) for q in sorted(glob.glob(spec)) if _is_image(Path(q)) or q.endswith(".zarr")]
+            if not found:
+                raise UserError(f"no images match {spec}")
+            out.extend(found)
+        else:
+            raise UserError(f"no such file: {p}")
+    seen, unique = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def _is_image(p: Path) -> bool:
+    return (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(p.stem.endswith(s) for s in OUTPUT_SUFFIXES))
+
+
+def outputs_for(p: Path, out: Path, measure: bool) -> list[Path]:
+    if p.suffix.lower() == ".zarr":
+        paths = [out / f"{p.stem}_labels.zarr", out / f"{p.stem}_cells.zarr"]
+    else:
+        paths = [out / f"{p.stem}_labels.tif", out / f"{p.stem}_cells.tif"]
+    if measure:
+        paths.append(out / f"{p.stem}_measurements.csv")
+    return paths
+
+
+def run(args) -> int:
+    from .cli import UserError, parse_diameter
+
+    if args.tile < 32:
+        raise UserError("--tile must be at least 32")
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UserError(f"--threshold must lie between 0 and 1, got {args.threshold}")
+    if args.min_size is not None and args.min_size < 0:
+        raise UserError(f"--min-size must be >= 0, got {args.min_size}")
+    if args.anisotropy is not None and not args.anisotropy > 0:
+        raise UserError(f"--anisotropy must be a positive number, got {args.anisotropy}")
+    if args.channel is not None and args.channel < 0:
+        raise UserError(f"--channel must be >= 0, got {args.channel}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    parse_diameter(args.diameter)
+    inputs = expand_inputs(args.inputs)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output {out} is a file, not a folder")
+    stems = [p.stem for p in inputs]
+    if len(set(stems)) != len(stems):
+        raise UserError("two inputs have the same file name; their outputs would collide")
+    protected = {p.resolve() for p in inputs}
+    todo = []
+    for p in inputs:
+        paths = outputs_for(p, out, args.measure)
+        clash = [q for q in paths if q.resolve() in protected]
+        if clash:
+            raise UserError(f"refusing to overwrite the input {clash[0]} (choose another --output)")
+        if not args.overwrite and any(q.exists() for q in paths):
+            if all(q.exists() for q in paths):
+                _say(args, f"{p.name}: outputs exist, skipped (--overwrite replaces them)")
+                continue
+            done = next(q for q in paths if q.exists())
+            raise UserError(f"{done} exists and this run did not create it; pass --overwrite to replace it")
+        todo.append(p)
+    from .core.models import load_model
+
+    load_model(args.model)  # an unknown model fails now, in one line, before any work
+    out.mkdir(parents=True, exist_ok=True)
+    if args.workers or args.scheduler:
+        from ._cli_distributed import run_distributed
+
+        results = run_distributed(todo, args)
+    else:
+        job = SegmentJob.from_args(args)
+        results = []
+        for p in todo:
+            results.append(job.safe(p))
+            _report(args, results[-1])
+            if args.fail_fast and results[-1][1] is not None:
+                break
+    failed = [r for r in results if r[1] is not None]
+    if failed:
+        print(f"napari-unet segment: {len(failed)} of {len(inputs)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _say(args, msg: str) -> None:
+    if not args.quiet:
+        print(msg)
+
+
+def _report(args, result) -> None:
+    name, error, msg = result
+    if error is not None:
+        print(f"napari-unet segment: error: {name}: {error}", file=sys.stderr)
+    else:
+        _say(args, msg)
+
+
+class SegmentJob:
+    """Segment one input with the options of a command line (picklable for Dask workers:
+    the model is loaded lazily, once per process)."""
+
+    def __init__(self, options: dict):
+        self.options = options
+        self._seg = None
+
+    @classmethod
+    def from_args(cls, args) -> SegmentJob:
+        keys = ("model", "diameter", "threshold", "min_size", "axes", "anisotropy", "channel", "measure",
+                "output", "tile", "precision", "rgb")
+        return cls({k: getattr(args, k) for k in keys})
+
+    def __getstate__(self):
+        return {"options": self.options, "_seg": None}
+
+    @property
+    def segmenter(self):
+        if self._seg is None:
+            o = self.options
+            key = (o["model"], o["precision"], o["tile"], o["threshold"], o["min_size"])
+            if key not in _SEGMENTERS:  # one per process: Dask workers load the model once
+                from .core.inference import Segmenter
+
+                _SEGMENTERS[key] = Segmenter(o["model"], precision=o["precision"], tile=o["tile"], threshold=o["threshold"], min_size=o["min_size"])
+            self._seg = _SEGMENTERS[key]
+        return self._seg
+
+    def safe(self, path: Path) -> tuple[str, str | None, str]:
+        """``(name, error or None, message)``: expected failures (unreadable input, a bad
+        file, a full disk) are reported, not raised; a genuine bug still raises."""
+        from .cli import UserError
+
+        try:
+            return path.name, None, self(path)
+        except (UserError, ValueError, OSError, MemoryError) as exc:
+            return path.name, _one_line(exc), ""
+
+    def __call__(self, path: Path) -> str:
+        from .cli import parse_diameter
+        from .core.io import write_tiff
+        from .core.pipeline import read_input, segment_input
+
+        o = self.options
+        t0 = time.perf_counter()
+        out = Path(o["output"])
+        diameter = parse_diameter(o["diameter"])
+        if path.suffix.lower() == ".zarr":
+            from .core.pipeline import segment_zarr
+
+            res = segment_zarr(self.segmenter, path, out / f"{path.stem}_labels.zarr", out / f"{path.stem}_cells.zarr", diameter)
+            n = res.n_cells
+        else:
+            inp = read_input(path, o["axes"], o["anisotropy"], o["channel"], rgb=True if o["rgb"] else None)
+            res = segment_input(self.segmenter, inp, diameter)
+            write_tiff(out / f"{path.stem}_labels.tif", res.instances, **res.tiff_kwargs)
+            write_tiff(out / f"{path.stem}_cells.tif", res.semantic, **res.tiff_kwargs)
+            n = res.n_cells
+            if o["measure"]:
+                from .core.measure import write_csv
+
+                write_csv(res.measurements(), out / f"{path.stem}_measurements.csv")
+        extra = f" ({'; '.join(res.notes)})" if res.notes else ""
+        return f"{path.name}: {n} cells -> {out} ({time.perf_counter() - t0:.1f} s){extra}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else exc.__class__.__name__
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        msg = f"{exc.strerror or exc.__class__.__name__}: {exc.filename}" if exc.filename else msg
+    return msg

@@ -1,0 +1,117 @@
+"""`napari-unet segment` on folders and zarr arrays: outputs never replace inputs or files
+the run did not create, an interrupted folder resumes, --measure, --workers, file errors."""
+
+import os
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.cli import main
+
+NAME = "IXMtest_A15_s5"
+
+
+@pytest.fixture
+def folder(data_dir, tmp_path):
+    """Two small crops of a bbbc039 val image, with a ground-truth file beside the first."""
+    img = tifffile.imread(data_dir / "bbbc039" / "val" / f"{NAME}.tif")
+    lab = tifffile.imread(data_dir / "bbbc039" / "val" / f"{NAME}_labels.tif")
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "a.tif", img[:192, :192])
+    tifffile.imwrite(d / "a_labels.tif", lab[:192, :192])
+    tifffile.imwrite(d / "b.tif", img[192:384, 192:384])
+    return d
+
+
+def run(*args):
+    return main(["segment", *map(str, args), "--precision", "fp32", "-q"])
+
+
+def test_folder_input_skips_label_files_and_resumes(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(folder, "-o", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_cells.tif", "a_labels.tif", "b_cells.tif", "b_labels.tif"]
+    first = (out / "a_labels.tif").stat().st_mtime_ns
+    (out / "b_labels.tif").unlink()  # an interrupted run: b's outputs incomplete
+    (out / "b_cells.tif").unlink()
+    assert run(folder, "-o", out) == 0
+    assert (out / "a_labels.tif").stat().st_mtime_ns == first  # done before: skipped
+    assert (out / "b_labels.tif").is_file()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_ground_truth_beside_inputs_is_never_overwritten(folder, capsys):
+    truth = tifffile.imread(folder / "a_labels.tif")
+    # the shell expands *.tif to the inputs and the ground truth: an output would hit an input
+    assert run(folder / "a.tif", folder / "a_labels.tif", folder / "b.tif", "-o", folder) == 1
+    assert "refusing to overwrite the input" in capsys.readouterr().err
+    # the folder alone: a_labels.tif is not an input, but the run did not create it
+    assert run(folder, "-o", folder) == 1
+    assert "this run did not create it" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(folder / "a_labels.tif"), truth)
+    assert not (folder / "b_labels.tif").exists()  # refused before any work
+    # even with --overwrite an input is never replaced
+    assert run(folder / "a.tif", folder / "a_labels.tif", "-o", folder, "--overwrite") == 1
+    np.testing.assert_array_equal(tifffile.imread(folder / "a_labels.tif"), truth)
+
+
+def test_unreadable_input_is_reported_and_the_rest_goes_on(folder, tmp_path, capsys):
+    (folder / "c.tif").write_bytes(b"not a tiff")
+    out = tmp_path / "out"
+    assert run(folder / "c.tif", folder / "b.tif", "-o", out) == 1
+    err = capsys.readouterr().err
+    assert "c.tif" in err and "1 of 2 inputs failed" in err and "Traceback" not in err
+    assert (out / "b_labels.tif").is_file()
+    assert run(folder / "c.tif", folder / "b.tif", "-o", tmp_path / "o2", "--fail-fast") == 1
+    assert not (tmp_path / "o2" / "b_labels.tif").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_unwritable_output_is_one_line(folder, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    assert run(folder / "b.tif", "-o", ro / "sub") == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_output_under_a_file_is_one_line(folder, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert run(folder / "b.tif", "-o", f / "sub") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err
+
+
+def test_measure_writes_one_row_per_cell(folder, tmp_path):
+    out = tmp_path / "out"
+    assert run(folder / "b.tif", "-o", out, "--measure") == 0
+    lab = tifffile.imread(out / "b_labels.tif")
+    rows = (out / "b_measurements.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert header[:2] == ["label", "area"]
+    assert len(rows) - 1 == len(np.unique(lab[lab > 0]))
+    first = dict(zip(header, rows[1].split(",")))
+    assert int(first["area"]) == np.count_nonzero(lab == int(first["label"]))
+
+
+def test_zarr_input_gives_the_same_labels_as_the_tiff(folder, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    img = tifffile.imread(folder / "b.tif")
+    z = zarr.open_array(str(tmp_path / "b.zarr"), mode="w", shape=img.shape, chunks=(64, 64), dtype=img.dtype)
+    z[:] = img
+    assert run(tmp_path / "b.zarr", "-o", tmp_path / "out") == 0
+    assert run(folder / "b.tif", "-o", tmp_path / "out") == 0
+    labels = zarr.open_array(str(tmp_path / "out" / "b_labels.zarr"), mode="r")[:]
+    np.testing.assert_array_equal(labels, tifffile.imread(tmp_path / "out" / "b_labels.tif"))
+
+
+def test_workers_give_the_same_results_as_one_process(folder, tmp_path):
+    pytest.importorskip("distributed")
+    assert run(folder / "a.tif", folder / "b.tif", "-o", tmp_path / "one") == 0
+    assert run(folder / "a.tif", folder / "b.tif", "-o", tmp_path / "two", "--workers", "2") == 0
+    for n in ("a", "b"):
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "one" / f"{n}_labels.tif"),
+                                      tifffile.imread(tmp_path / "two" / f"{n}_labels.tif"))
