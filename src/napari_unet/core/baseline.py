@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .normalize import normalize
+from .normalize import normalize, to_gray
 from .postprocess import labels_dtype, remove_small
 
 __all__ = ["otsu_watershed"]
@@ -38,7 +38,7 @@ def otsu_watershed(
 
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] in (3, 4):
-        image = image[..., :3].astype(np.float32).mean(axis=-1)
+        image = to_gray(image)
     if image.ndim != 2:
         raise ValueError(f"the Otsu baseline needs a 2D image, got shape {image.shape}")
     shape = image.shape

@@ -63,7 +63,7 @@ import torch
 from .augment import AugmentConfig
 from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
 from .models import LoadedModel, check_name, list_models, load_model, save_model, user_dir
-from .normalize import normalize, percentiles as compute_percentiles
+from .normalize import normalize, percentiles as compute_percentiles, to_gray
 from .postprocess import POSTPROCESS_KEYS, Postprocess, prior_shift_threshold
 from .data import predict_at_scale
 from .training import Progress, Sample, TrainConfig, Trainer, predict_probs, samples_from_annotations, train_mode
@@ -337,7 +337,7 @@ def _gray(img: np.ndarray, ann: np.ndarray, rgb: bool | None) -> np.ndarray:
     if rgb:
         if img.shape[-1] not in (3, 4):
             raise ValueError(f"an RGB image needs 3 or 4 colour channels last, got shape {img.shape}")
-        return img[..., :3].astype(np.float32).mean(axis=-1)
+        return to_gray(img)
     return img
 
 
@@ -395,7 +395,7 @@ def make_finetuner(
     else:
         loaded = load_model(base)
     meta = dict(loaded.meta)
-    pct = tuple(float(v) for v in meta.get("normalization", (1.0, 99.8)))
+    pct = loaded.normalization
     scale = loaded.scale()  # a model trained on rescaled objects is fine-tuned at its scale
     train, val, kinds = samples_from_annotations(imgs, anns, pct, val_fraction, seed, scale=scale)
     held_out = not any(v is t for v in val for t in train)
@@ -525,7 +525,7 @@ class PreviewRequest:
     def plane(self) -> np.ndarray:
         p = np.asarray(self.data[self.index] if self.index else self.data)
         if self.rgb:
-            p = p[..., :3].astype(np.float32).mean(axis=-1)
+            p = to_gray(p)
         if p.ndim != 2:
             raise ValueError(f"the preview plane must be 2D, got shape {p.shape}")
         return p

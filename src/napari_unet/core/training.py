@@ -49,6 +49,7 @@ class Sample:
     instances: np.ndarray | None = None  # int32, 0 = background
     codes: np.ndarray | None = None  # uint8 target codes (losses module)
     name: str = ""
+    group: str = ""  # the data set it comes from (``TrainConfig.balance``)
 
     def __post_init__(self):
         if self.image.ndim == 2:
@@ -92,6 +93,7 @@ class TrainConfig:
     freeze_norm: bool = False
     ema: float = 0.0  # > 0: validate, preview and keep an exponential moving average of the weights (decay per step)
     keep_within: float = 0.0  # later weights replace the kept ones when their score is within this of the top score
+    balance: bool = False  # every group of samples (data set) drawn equally often, whatever its size
 
 
 @dataclass
@@ -164,6 +166,11 @@ class Trainer:
         cfg = self.cfg
         if getattr(self, "_p", None) is None:  # images are drawn in proportion to their area
             area = np.array([s.image.shape[-1] * s.image.shape[-2] for s in self.train], float)
+            if cfg.balance:  # ... within their group; each group equally often
+                groups = [s.group for s in self.train]
+                for g in set(groups):
+                    idx = [i for i, h in enumerate(groups) if h == g]
+                    area[idx] /= area[idx].sum()
             self._p = area / area.sum()
         imgs, tgts, wts = [], [], []
         for _ in range(cfg.batch):
