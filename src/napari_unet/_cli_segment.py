@@ -149,7 +149,8 @@ def run(args) -> int:
                 break
     failed = [r for r in results if r[1] is not None]
     if failed:
-        print(f"napari-unet segment: {len(failed)} of {len(inputs)} inputs failed", file=sys.stderr)
+        if len(inputs) > 1:  # (one input: its own error line says it all)
+            print(f"napari-unet segment: {len(failed)} of {len(inputs)} inputs failed", file=sys.stderr)
         return 1
     return 0
 

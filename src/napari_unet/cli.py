@@ -27,18 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="napari-unet", description="U-Net cell segmentation from the command line.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("segment", help="segment images into instance and semantic label TIFFs")
-    s.add_argument("inputs", nargs="+", help="image files (TIFF, PNG, JPEG)")
-    s.add_argument("--output", "-o", required=True, help="output folder")
-    s.add_argument("--model", "-m", default=None, help="shipped/user model name or .pt file (default: the default model)")
-    s.add_argument("--diameter", default=None, help="typical cell diameter in pixels, or 'auto' to estimate (default: the model's)")
-    s.add_argument("--threshold", type=float, default=None, metavar="P",
-                   help="cell probability above which a pixel is cell, between 0 and 1 (default: the model's; lower finds more and larger cells)")
-    s.add_argument("--min-size", type=int, default=None, metavar="PX", help="drop objects smaller than this many pixels (default: the model's)")
-    s.add_argument("--tile", type=int, default=1024, help="largest tile side in pixels (default 1024; smaller uses less memory)")
-    s.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
-    s.add_argument("--rgb", action="store_true", help="treat a last axis of 3/4 as colour (auto-detected otherwise)")
-    s.add_argument("--quiet", "-q", action="store_true")
+    from . import _cli_segment
+
+    _cli_segment.add_parser(sub)
 
     t = sub.add_parser("train", help="train a model on image / instance-label pairs")
     t.add_argument("--images", nargs="+", required=True, help="image files or folders (X.tif pairs with X_labels.tif)")
@@ -57,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=float, default=0.1, help="fraction of the images held out to pick the best checkpoint")
     t.add_argument("--val-every", type=int, default=200)
     t.add_argument("--diameter", type=float, default=None, help="rescale every set so its median object diameter is this many px")
+    t.add_argument("--rescale", choices=["set", "image"], default="set",
+                   help="with --diameter: rescale by each folder's median object diameter (set) or each image's own (image)")
+    t.add_argument("--balance", action="store_true", help="draw every folder (data set) equally often, whatever its size")
+    t.add_argument("--invert-bright", action="store_true",
+                   help="invert images with a bright background (brightfield, stained tissue) so objects are bright; recorded in the model")
+    t.add_argument("--scale-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="scale augmentation range (default 0.8 1.25)")
     t.add_argument("--loss", choices=["boundary", "weightmap"], default="boundary")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
@@ -64,10 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt, written at every validation")
     t.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="stop after this step (the learning-rate schedule still spans --steps); --resume goes on")
-    from . import _cli_evaluate, _cli_finetune
+    from . import _cli_evaluate, _cli_export, _cli_finetune
 
     _cli_evaluate.add_parser(sub)
     _cli_finetune.add_parser(sub)
+    _cli_export.add_parser(sub)
     return p
 
 
@@ -75,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "segment":
-            return cmd_segment(args)
+            from . import _cli_segment
+
+            return _cli_segment.run(args)
         if args.command == "train":
             return cmd_train(args)
         if args.command == "evaluate":
@@ -86,11 +87,19 @@ def main(argv: list[str] | None = None) -> int:
             from . import _cli_finetune
 
             return _cli_finetune.run(args)
+        if args.command in ("export", "import"):
+            from . import _cli_export
+
+            return _cli_export.run(args)
     except UserError as exc:
         print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except (ValueError, FileNotFoundError, FileExistsError, MemoryError) as exc:
+    except (ValueError, MemoryError) as exc:
         print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # not writable, no space, a folder where a file should be, ...
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"napari-unet {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -113,56 +122,15 @@ def parse_diameter(value):
     return d
 
 
-def cmd_segment(args) -> int:
-    import tifffile
-
-    from .core.data import read_image
-    from .core.inference import Segmenter
-
-    if args.tile < 32:
-        raise UserError("--tile must be at least 32")
-    diameter = parse_diameter(args.diameter)
-    inputs = [Path(p) for p in args.inputs]
-    for p in inputs:
-        if not p.is_file():
-            raise UserError(f"no such file: {p}")
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output {out} is a file, not a folder")
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        raise UserError(f"--threshold must lie between 0 and 1, got {args.threshold}")
-    if args.min_size is not None and args.min_size < 0:
-        raise UserError(f"--min-size must be >= 0, got {args.min_size}")
-    seg = Segmenter(args.model, precision=args.precision, tile=args.tile, threshold=args.threshold, min_size=args.min_size)
-    out.mkdir(parents=True, exist_ok=True)
-    stems = [p.stem for p in inputs]
-    if len(set(stems)) != len(stems):
-        raise UserError("two inputs have the same file name; their outputs would collide")
-    for p in inputs:
-        t0 = time.perf_counter()
-        image = read_image(p)
-        res = seg.segment(image, diameter=diameter, rgb=True if args.rgb else None)
-        lab_path = out / f"{p.stem}_labels.tif"
-        sem_path = out / f"{p.stem}_cells.tif"
-        for path, arr in ((lab_path, res.instances), (sem_path, res.semantic)):
-            if path.resolve() == p.resolve():
-                raise UserError(f"refusing to overwrite the input {p}")
-            tifffile.imwrite(path, arr, compression="zlib")
-        if not args.quiet:
-            n = int(res.instances.max())
-            extra = f" ({'; '.join(res.notes)})" if res.notes else ""
-            print(f"{p.name}: {n} cells -> {lab_path} ({time.perf_counter() - t0:.1f} s){extra}")
-    return 0
-
-
 def cmd_train(args) -> int:
     import torch
 
     from .core.data import find_pairs, median_diameter, read_image, rescale_pair
     from .core.model import build_model
     from .core.models import atomic_save, load_model, save_model
-    from .core.normalize import normalize
+    from .core.normalize import normalize, to_gray
     from .core.training import Sample, TrainConfig, Trainer, instance_f1
+    from .core.augment import AugmentConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -175,6 +143,8 @@ def cmd_train(args) -> int:
     loaded = []
     for img_p, lab_p in pairs:
         img, lab = read_image(img_p), read_image(lab_p)
+        if img.ndim == 3 and img.shape[-1] in (3, 4) and img.shape[:2] == lab.shape:
+            img = to_gray(img)  # colour: one channel, as segmentation reads it
         if img.shape[-2:] != lab.shape[-2:] or img.ndim != 2:
             raise UserError(f"{img_p.name}: need a 2D image with labels of the same shape")
         loaded.append((img_p, img, lab.astype(np.int32)))
@@ -188,9 +158,13 @@ def cmd_train(args) -> int:
         print(f"{d}: {len(idx)} images, median object diameter {diam:.1f} px, scale x{scales[d]:.2f}")
     train, val, labels_all = [], [], []
     for i, (p, img, lab) in enumerate(loaded):
-        x = normalize(img)
-        x, lab = rescale_pair(x, lab, scales[p.parent])
-        s = Sample(x, instances=lab, name=p.name)
+        x = normalize(img, invert_bright=args.invert_bright)
+        scale = scales[p.parent]
+        if args.diameter and args.rescale == "image":
+            own = median_diameter(lab)
+            scale = args.diameter / own if own else 1.0
+        x, lab = rescale_pair(x, lab, scale)
+        s = Sample(x, instances=lab, name=p.name, group=str(p.parent))
         (val if i in val_idx else train).append(s)
         labels_all.append(lab)
     diameter = median_diameter(labels_all)
@@ -201,13 +175,20 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(
         patch=args.patch, batch=args.batch, lr=args.lr, steps=args.steps,
         time_budget=args.time_budget, val_every=args.val_every, seed=args.seed, loss=args.loss, ema=args.ema,
+        balance=args.balance,
     )
+    if args.scale_range:
+        cfg.augment = AugmentConfig(scale=tuple(args.scale_range))
     trainer = Trainer(model, train, val, cfg, score_fn=instance_f1)
     ckpt_path = Path(str(args.output) + ".ckpt")
     if args.resume:
         if not ckpt_path.is_file():
             raise UserError(f"--resume: no checkpoint {ckpt_path}")
-        trainer.resume(torch.load(ckpt_path, map_location="cpu", weights_only=True))
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception:  # a pickle with code in it, or a damaged file: never retried unsafely
+            raise UserError(f"--resume: {ckpt_path} is not a napari-unet checkpoint (or is damaged)") from None
+        trainer.resume(ckpt)
         print(f"resuming from step {trainer.step}")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     print(f"training on {len(train)} images, validating on {len(val)}; {cfg.steps} steps, precision {trainer.precision}")
@@ -240,8 +221,8 @@ def cmd_train(args) -> int:
         **({"image_diameter": round(next(iter(natives.values())), 2)} if len(natives) == 1 else {}),
         # sets of different object sizes rescaled to one: no single size to assume, so
         # segmentation estimates each image's cell diameter unless the user gives one
-        **({"default_diameter": "auto"} if args.diameter and len(natives) > 1 else {}),
-        "normalization": [1.0, 99.8],
+        **({"default_diameter": "auto"} if args.diameter and (len(natives) > 1 or args.rescale == "image") else {}),
+        "normalization": [1.0, 99.8] + ([True] if args.invert_bright else []),
         "classes": ["background", "interior", "boundary"],
         "training": {
             "command": "napari-unet " + shlex.join(sys.argv[1:]) if sys.argv and "napari-unet" in sys.argv[0] else "",

@@ -18,13 +18,17 @@ import torch
 
 from .data import predict_at_scale
 from .models import LoadedModel, load_model
-from .normalize import normalize, percentiles
+from .normalize import normalize, percentiles, to_gray
 from .postprocess import Postprocess, labels_dtype
 from .tiling import plan_tiles, predict_tiled
 
 __all__ = ["Segmenter", "Segmentation", "bf16_supported", "resolve_precision", "as_planes"]
 
 Progress = Callable[[float, str], None]
+
+#: The most an image is enlarged to bring its cells to the model's size (memory grows with
+#: the square: a 128 px image with 0.25 px cells would otherwise become 14,000 px wide).
+MAX_UPSCALE = 8.0
 
 
 def bf16_supported() -> bool:
@@ -56,7 +60,7 @@ class Segmentation:
 def as_planes(image: np.ndarray, rgb: bool | None = None) -> tuple[np.ndarray, list[str], tuple]:
     """``image`` as a stack of 2D grayscale planes ``(N, H, W)``, with notes on what was done.
 
-    RGB(A) images (last axis 3 or 4, or ``rgb=True``) are averaged over colour channels;
+    RGB(A) images (last axis 3 or 4, or ``rgb=True``) become one channel (:func:`.to_gray`);
     3D, time or other stacks are segmented plane by plane over the last two axes.
     Also returns the shape of the labels (the image's shape without a colour axis).
     """
@@ -69,8 +73,8 @@ def as_planes(image: np.ndarray, rgb: bool | None = None) -> tuple[np.ndarray, l
     if rgb is None:
         rgb = image.ndim == 3 and image.shape[-1] in (3, 4) and min(image.shape[:2]) > 4
     if rgb:
-        image = image[..., :3].astype(np.float32).mean(axis=-1)
-        notes.append("RGB image: segmented its grayscale (mean of R, G, B)")
+        image = to_gray(image)
+        notes.append("RGB image: segmented one channel from its colours (the darkest on a bright background, else the brightest)")
     if image.ndim < 2:
         raise ValueError("RGB image has no spatial axes")
     if min(image.shape[-2:]) < 1:
@@ -118,7 +122,7 @@ class Segmenter:
         self.block = block
         self.batch_size = batch_size
         meta = self.loaded.meta
-        self.percentiles = tuple(meta.get("normalization", (1.0, 99.8)))
+        self.percentiles = self.loaded.normalization
         self.fill_holes = fill_holes
         self.threshold = threshold
         self.min_size = min_size
@@ -176,8 +180,14 @@ class Segmenter:
     # ---- one plane -------------------------------------------------------------------
     def probabilities(self, plane: np.ndarray, diameter: float | None = None, limits=None, progress=None) -> np.ndarray:
         """Probabilities of a raw 2D plane, rescaled so objects of ``diameter`` px match the model."""
+        scale = self.loaded.scale(diameter)
+        if scale > MAX_UPSCALE:
+            raise ValueError(
+                f"a cell diameter of {diameter:g} px would enlarge the image {scale:.0f}x to reach the model's "
+                f"{self.loaded.diameter:g} px; the smallest diameter it accepts is {self.loaded.diameter / MAX_UPSCALE:.1f} px"
+            )
         x = normalize(plane, *self.percentiles, limits=limits)
-        return predict_at_scale(x, self.loaded.scale(diameter), lambda xs: self.predict_normalized(xs, progress))
+        return predict_at_scale(x, scale, lambda xs: self.predict_normalized(xs, progress))
 
     def estimate_diameter(self, plane: np.ndarray, limits=None) -> float | None:
         """Typical cell diameter (px) in ``plane``; ``None`` when no cell is found.
@@ -187,11 +197,18 @@ class Segmenter:
         at four scales (x0.25 to x2 of the model's default), and the scale at which the
         objects found have the model's own diameter (in the pixels the network sees) wins;
         their area-weighted equivalent diameter in image pixels is the estimate. Cellpose's size model
-        answers the same question with a regression on its style vector.
+        answers the same question with a regression on its style vector; so do models whose
+        file carries a ``size_model`` (:mod:`.size`), at the cost of two small passes.
         """
         own = self.loaded.diameter
         if not own:
             return None
+        size_model = self.loaded.meta.get("size_model")
+        if size_model:  # learned from the network's own features: two small passes
+            from .size import estimate_diameter
+
+            x = normalize(plane, *self.percentiles, limits=limits)
+            return estimate_diameter(self.model, size_model, x, own)
         h, w = plane.shape
         s0 = self.loaded.scale(None)
         best = None
@@ -232,7 +249,11 @@ class Segmenter:
             semantic, instances = self.postprocess(probs, diameter)
         else:
             probs = None
-            semantic, instances = self._segment_blocks(plane, diameter, limits, progress)
+            semantic = np.zeros((h, w), np.uint8)
+            instances = np.zeros((h, w), np.uint32)
+            n = self.segment_blocks(plane, diameter, limits, progress, out=(semantic, instances))
+            if n < 2**16:
+                instances = instances.astype(np.uint16)
         kept = probs if self.keep_probs else None
         return Segmentation(semantic, instances, notes, diameter or self.loaded.image_diameter, kept)
 
@@ -260,13 +281,20 @@ class Segmenter:
             changes["min_size"] = max(1, int(self.min_size))
         return dataclasses.replace(post, **changes) if changes else post
 
-    def _segment_blocks(self, plane, diameter, limits, progress):
-        """Blockwise segmentation with stitching for planes larger than ``self.block``.
+    def segment_blocks(self, plane, diameter=None, limits=None, progress=None, out=None) -> int:
+        """Blockwise segmentation with stitching, for planes larger than ``self.block``;
+        returns the number of cells.
 
-        Each block is predicted with ``halo`` pixels of real context, so its probabilities
-        equal the whole-plane ones; an object is written by the block that holds the
-        centre of its bounding box (objects are assumed smaller than the halo).
+        ``plane``: any 2D array that can be sliced (numpy, zarr, dask): only one block
+        and its halo are read at a time. ``out``: the ``(semantic, instances)`` arrays to
+        write (numpy or zarr, the plane's shape, instances uint32). Each block is
+        predicted with ``halo`` pixels of real context, so its probabilities equal the
+        whole-plane ones; an object is written by the block that holds the centre of its
+        bounding box (objects are assumed smaller than the halo).
         """
+        if limits is None:
+            limits = percentiles(plane, *self.percentiles)
+        semantic, instances = out
         h, w = plane.shape
         B = self.block
         scale = 1.0 / self.loaded.scale(diameter)  # image pixels per model pixel
@@ -275,15 +303,13 @@ class Segmenter:
         halo = -(-min(halo, B // 2) // m) * m
         B = -(-B // m) * m
         ny, nx = -(-h // B), -(-w // B)
-        semantic = np.zeros((h, w), np.uint8)
-        instances = np.zeros((h, w), np.uint32)
         next_id = 1
         for k, (by, bx) in enumerate((i, j) for i in range(ny) for j in range(nx)):
             y0, x0 = by * B, bx * B
             y1, x1 = min(y0 + B, h), min(x0 + B, w)
             Y0, X0 = max(0, y0 - halo), max(0, x0 - halo)
             Y1, X1 = min(h, y1 + halo), min(w, x1 + halo)
-            probs = self.probabilities(plane[Y0:Y1, X0:X1], diameter, limits)
+            probs = self.probabilities(np.asarray(plane[Y0:Y1, X0:X1]), diameter, limits)
             sem, inst = self.postprocess(probs, diameter)
             del probs
             semantic[y0:y1, x0:x1] = sem[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
@@ -302,14 +328,13 @@ class Segmenter:
                         lut[i] = next_id
                         next_id += 1
                 new = lut[inst]
-                target = instances[Y0:Y1, X0:X1]
+                target = np.asarray(instances[Y0:Y1, X0:X1])
                 write = (new > 0) & (target == 0)
                 target[write] = new[write]
+                instances[Y0:Y1, X0:X1] = target  # a no-op for numpy (a view), the write for zarr
             if progress is not None:
                 progress((k + 1) / (ny * nx), f"block {k + 1}/{ny * nx}")
-        if next_id < 2**16:
-            instances = instances.astype(np.uint16)
-        return semantic, instances
+        return next_id - 1
 
     # ---- any image -------------------------------------------------------------------
     def segment(self, image: np.ndarray, diameter: float | str | None = None, rgb: bool | None = None, progress: Progress | None = None) -> Segmentation:
@@ -342,6 +367,9 @@ class Segmenter:
         semantic = np.stack(sems).reshape(out_shape)
         nmax = max(int(x.max()) for x in insts)
         instances = np.stack([x.astype(labels_dtype(nmax)) for x in insts]).reshape(out_shape)
+        from .advice import result_hints
+
+        notes.extend(result_hints(semantic, instances, used))
         return Segmentation(semantic, instances, notes, used, seg.probs if n == 1 else None)
 
 

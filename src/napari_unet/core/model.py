@@ -37,6 +37,8 @@ class UNetConfig:
             raise ValueError(f"depth must be between 1 and 6, got {self.depth}")
         if self.base_channels < 1 or self.in_channels < 1 or self.out_channels < 1:
             raise ValueError("channel counts must be positive")
+        if self.base_channels > 128 or self.in_channels > 16 or self.out_channels > 16:
+            raise ValueError("channel counts are implausibly large (base <= 128, in/out <= 16)")
 
     def to_dict(self) -> dict:
         return asdict(self)
