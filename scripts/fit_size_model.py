@@ -20,13 +20,18 @@ def main() -> None:
     p.add_argument("model")
     p.add_argument("--images", nargs="+", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-image", type=int, default=3)
+    p.add_argument("--per-image", type=int, default=2)
+    p.add_argument("--max-images", type=int, default=400, help="a seeded random subset of the images, at most this many")
     p.add_argument("--half", action="store_true", help="store the weights as float16")
     args = p.parse_args()
     loaded = load_model(args.model)
     low, high, invert = loaded.normalization
     images, labels = [], []
-    for img_p, lab_p in find_pairs(args.images):
+    pairs = find_pairs(args.images)
+    rng = np.random.default_rng(args.seed)
+    if len(pairs) > args.max_images:
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), args.max_images, replace=False))]
+    for img_p, lab_p in pairs:
         img, lab = read_image(img_p), read_image(lab_p).astype(np.int32)
         if img.ndim == 3:
             img = to_gray(img)

@@ -179,3 +179,15 @@ def test_the_boxes_show_the_models_own_settings_after_a_run_with_others(viewer_w
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     widget._show_model_settings()
     assert widget._threshold.native.specialValueText() == own and "0.80" not in own
+
+
+def test_model_tooltip_and_hint_on_an_implausible_result(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    tip = widget._model.tooltip
+    assert tip.startswith(f"{widget._model.value}:") and len(tip) > 40  # says what the model is for
+    blank = viewer.add_image(np.zeros((64, 64), np.uint16), name="blank")
+    widget._image.value = blank
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert "no cells found" in widget._status.value and "Fine-tune" in widget._status.value
+    assert widget._status.native.wordWrap()  # long notes wrap instead of widening the dock

@@ -32,12 +32,14 @@ class SegmentWidget(Container):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self._image = create_widget(annotation=Image, label="Image")
-        self._model = ComboBox(label="Model", choices=self._model_choices)
+        self._model = ComboBox(label="Model", choices=self._model_choices,
+                               tooltip="The network to run; the shipped ones need no training (hover for what each is for)")
         self._diameter = FloatSpinBox(label="Cell diameter (px)", value=0, min=0, max=2000, step=1,
                                       tooltip="Typical cell diameter in pixels; 0 = the size the model was trained on")
         self._diameter.native.setSpecialValueText("model's own")  # shown at 0
-        self._estimate = CheckBox(text="Estimate diameter from the image", value=False)
-        self._advanced = CheckBox(text="Advanced settings", value=False)
+        self._estimate = CheckBox(text="Estimate diameter from the image", value=False,
+                                  tooltip="Measure the typical cell size in the image first and rescale to the model's")
+        self._advanced = CheckBox(text="Advanced settings", value=False, tooltip="Cell threshold and smallest cell")
         self._threshold = FloatSpinBox(label="Cell threshold", value=0, min=0, max=0.95, step=0.05, visible=False,
                                        tooltip="Cell probability above which a pixel is cell: lower finds more and larger "
                                                "cells, higher fewer and smaller. Changing it updates the last result at once.")
@@ -47,9 +49,10 @@ class SegmentWidget(Container):
                                       tooltip="Objects with fewer pixels are dropped. Changing it updates the last result at once.")
         self._min_size.native.setDecimals(0)
         self._min_size.native.setSpecialValueText("model's own")
-        self._run = PushButton(text="Run")
+        self._run = PushButton(text="Run", tooltip="Segment the image in the background (press again to cancel)")
         self._progress = ProgressBar(label="", min=0, max=1000, value=0, visible=False)
         self._status = Label(label="", value="")
+        self._status.native.setWordWrap(True)  # long notes wrap instead of widening the dock
         self.extend([self._image, self._model, self._diameter, self._estimate, self._advanced, self._threshold,
                      self._min_size, self._run, self._progress, self._status])
         self._relay = Relay()
@@ -71,12 +74,19 @@ class SegmentWidget(Container):
         self._threshold.changed.connect(self._settings_changed)
         self._min_size.changed.connect(self._settings_changed)
         self._model.changed.connect(lambda *_: self._advanced.value and self._show_model_settings())
+        self._model.changed.connect(self._describe_model)
         self.viewer.layers.selection.events.active.connect(self._follow_active)
         model_bus.changed.connect(self.refresh_models)
         self.reset_choices()
         self._follow_active()
+        self._describe_model()
 
     # ---- pickers ---------------------------------------------------------------------
+    def _describe_model(self, *_):
+        from ..core.models import describe_model
+
+        self._model.tooltip = describe_model(self._model.value)
+
     def _model_choices(self, *_):
         return model_names()
 
@@ -103,7 +113,7 @@ class SegmentWidget(Container):
             return
         layer = self._image.value
         if layer is None:
-            show_info("Open an image first (File > Open Sample > U-Net for an example)")
+            show_info("Open an image first (File > Open Sample > napari-unet for an example)")
             return
         data = _plane_data(layer)
         diameter = "auto" if self._estimate.value else (self._diameter.value or None)

@@ -257,6 +257,32 @@ class Segmenter:
         kept = probs if self.keep_probs else None
         return Segmentation(semantic, instances, notes, diameter or self.loaded.image_diameter, kept)
 
+    def delegate_for(self, plane: np.ndarray) -> Segmenter | None:
+        """The specialist to hand ``plane`` to, or ``None``.
+
+        A model file may carry a gate (``delegate``: a linear classifier of the network's
+        bottleneck features, fitted by ``scripts/fit_gate.py``) that recognises the images
+        of a specialist model, e.g. phase-contrast whole cells for ``cells``; above its
+        margin such images go to that model. Costs one small forward pass.
+        """
+        gate = self.loaded.meta.get("delegate")
+        if not gate or plane.size == 0:
+            return None
+        from .size import style_score
+
+        x = normalize(plane, *self.percentiles)
+        if style_score(self.model, gate, x) <= float(gate.get("margin", 0.5)):
+            return None
+        key = gate["model"]
+        if getattr(self, "_delegate", None) is None or self._delegate[0] != key:
+            seg = Segmenter(key, precision=self.precision, tile=self.tile, block=self.block, batch_size=self.batch_size,
+                            device=str(self.device), fill_holes=self.fill_holes, threshold=self.threshold,
+                            min_size=self.min_size, keep_probs=False)
+            self._delegate = (key, seg)
+        seg = self._delegate[1]
+        seg.threshold, seg.min_size = self.threshold, self.min_size  # the user's overrides follow
+        return seg
+
     def postprocess(self, probs: np.ndarray, diameter) -> tuple[np.ndarray, np.ndarray]:
         """Semantic and instance labels from probabilities at image scale (see :mod:`.postprocess`)."""
         return self.settings(diameter)(probs)
@@ -343,9 +369,16 @@ class Segmenter:
         Returns labels with the image's shape (without the colour axis).
         """
         image = np.asarray(image)
+        asked = diameter
         if diameter is None and self.loaded.meta.get("default_diameter") == "auto":
             diameter = "auto"  # a model trained on several object sizes (see the train command)
         planes, notes, out_shape = as_planes(image, rgb)
+        other = self.delegate_for(planes[0])
+        if other is not None:  # a specialist does better on such images: hand them over
+            res = other.segment(image, asked, rgb, progress)
+            res.notes.insert(0, f"looks like the images of the {other.loaded.name!r} model: segmented with it")
+            res.probs = None  # (its probabilities need its own post-processing)
+            return res
         limits = None
         sems, insts = [], []
         n = planes.shape[0]

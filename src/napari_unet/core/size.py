@@ -115,3 +115,39 @@ def estimate_diameter(model, size_model: dict, image: np.ndarray, own: float, pa
             break
         scale = new
     return d
+
+
+def fit_style_classifier(model, images: Sequence[np.ndarray], positive: Sequence[bool], scales=(0.7, 1.4), per_image: int = 2, seed: int = 0, ridge: float = 1e-2) -> dict:
+    """A linear classifier of :func:`style_vectors` (ridge regression on +1 / -1 targets,
+    with the two classes weighted equally), as plain numbers for a model file's metadata.
+
+    ``images``: normalised 2D arrays at their own pixel size, as a user's images come;
+    each is seen at ``per_image`` random scales in ``scales`` so the answer does not hang
+    on the magnification. Positive scores mean the positive class.
+    """
+    rng = np.random.default_rng(seed)
+    crops, y = [], []
+    for img, pos in zip(images, positive):
+        for _ in range(per_image):
+            f = float(np.exp(rng.uniform(np.log(scales[0]), np.log(scales[1]))))
+            crops.append(rescale_pair(img, None, f)[0])
+            y.append(1.0 if pos else -1.0)
+    y = np.asarray(y)
+    if not (y > 0).any() or not (y < 0).any():
+        raise ValueError("the classifier needs images of both classes")
+    X = style_vectors(model, crops)
+    mean, std = X.mean(0), X.std(0) + 1e-6
+    Z = (X - mean) / std
+    w = np.where(y > 0, 0.5 / (y > 0).sum(), 0.5 / (y < 0).sum()) * len(y)  # balanced classes
+    A = (Z * w[:, None]).T @ Z + ridge * len(Z) * np.eye(Z.shape[1])
+    coef = np.linalg.solve(A, (Z * w[:, None]).T @ y)
+    score = Z @ coef
+    return {
+        "mean": mean.tolist(), "std": std.tolist(), "coef": coef.tolist(), "intercept": 0.0,
+        "train_accuracy": float(np.mean(np.sign(score) == y)), "n": len(y),
+    }
+
+
+def style_score(model, classifier: dict, image: np.ndarray) -> float:
+    """The classifier's score of a normalised 2D ``image`` (> 0: the positive class)."""
+    return float(predict_log_diameter(classifier, style_vectors(model, [image]))[0])
