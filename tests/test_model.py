@@ -60,3 +60,23 @@ def test_build_model_presets():
     assert build_model({"depth": 2, "base_channels": 4}).config.depth == 2
     with pytest.raises(ValueError, match="unknown preset"):
         build_model("nope")
+
+
+def test_folded_batchnorm_gives_the_same_output():
+    import torch
+
+    from napari_unet.core.model import build_model, fold_batchnorm
+
+    torch.manual_seed(0)
+    net = build_model("default")
+    net.train()
+    with torch.no_grad():  # non-trivial running statistics
+        for _ in range(3):
+            net(torch.randn(2, 1, 64, 64) * 3 + 1)
+    net.eval()
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    x = torch.randn(1, 1, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)

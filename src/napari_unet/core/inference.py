@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .data import predict_at_scale
+from .model import fold_batchnorm
 from .models import LoadedModel, load_model
 from .normalize import normalize, percentiles, to_gray
 from .postprocess import Postprocess, labels_dtype
@@ -112,11 +113,13 @@ class Segmenter:
         keep_probs: bool = False,
     ):
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
-        self.model = self.loaded.model.eval()
+        # batch norm folded into the convolutions: an inference-only copy (the loaded model,
+        # which fine-tuning may train, is left as it is)
+        self.model = fold_batchnorm(self.loaded.model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.precision = precision = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(precision, self.device)
         self.model.to(self.device)
-        if precision == "bf16" and self.device.type == "cpu":
+        if self.device.type == "cpu":  # oneDNN's fast convolutions want channels-last, in fp32 too
             self.model.to(memory_format=torch.channels_last)
         self.tile = tile
         self.block = block
@@ -137,7 +140,7 @@ class Segmenter:
         shrink = net.shrink()
         if shrink:  # unpadded network: pad to a valid size, then place the output
             x, place = self._fit_valid(x)
-        if self.precision == "bf16" and self.device.type == "cpu":
+        if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = net(x)
