@@ -115,3 +115,30 @@ def test_workers_give_the_same_results_as_one_process(folder, tmp_path):
     for n in ("a", "b"):
         np.testing.assert_array_equal(tifffile.imread(tmp_path / "one" / f"{n}_labels.tif"),
                                       tifffile.imread(tmp_path / "two" / f"{n}_labels.tif"))
+
+
+def test_finetune_checks_its_destination_before_training(folder, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    ann = np.zeros((192, 192), np.uint8)
+    ann[10:20, 10:20], ann[100:110, 100:110] = 1, 2
+    tifffile.imwrite(tmp_path / "ann.tif", ann)
+    rc = main(["finetune", "--images", str(folder / "a.tif"), "--annotations", str(tmp_path / "ann.tif"),
+               "--output", str(f / "m.pt"), "--time-budget", "600"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot write" in err and "Traceback" not in err  # at once, not after 600 s
+
+
+def test_resume_refuses_a_pickle_checkpoint(folder, tmp_path, capsys):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    out = tmp_path / "m.pt"
+    (tmp_path / "m.pt.ckpt").write_bytes(pickle.dumps(Evil()))
+    rc = main(["train", "--images", str(folder), "--output", str(out), "--resume", "--steps", "2"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "not a napari-unet checkpoint" in err and "weights_only" not in err
+    assert not (tmp_path / "pwned").exists()

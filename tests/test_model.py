@@ -80,3 +80,20 @@ def test_folded_batchnorm_gives_the_same_output():
     x = torch.randn(1, 1, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_tiny_file_cannot_declare_a_huge_network(tmp_path):
+    import pytest
+    import torch
+
+    from napari_unet.core.models import FORMAT, load_model
+
+    path = tmp_path / "bomb.pt"
+    torch.save({"format": FORMAT, "config": {"depth": 6, "base_channels": 64}, "meta": {}, "state_dict": {}}, path)
+    assert path.stat().st_size < 4096
+    # the check runs on the meta device before the network is built (2.2 GB if it were)
+    with pytest.raises(ValueError, match="do not match its declared architecture"):
+        load_model(path)
+    torch.save({"format": FORMAT, "config": {"depth": 3, "base_channels": 400}, "meta": {}, "state_dict": {}}, path)
+    with pytest.raises(ValueError, match="implausibly large"):
+        load_model(path)

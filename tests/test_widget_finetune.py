@@ -126,6 +126,12 @@ def test_train_preview_stop_save_and_segment(setup, em, qtbot, messages, shipped
     # saving again under the same name refuses, without losing the saved model
     assert widget.save_model("em strokes") is None
     assert messages["error"] and "exists" in messages["error"][-1]
+    # a model name is a name: paths and file names are refused, nothing written elsewhere
+    for bad in ("../../evil", "/tmp/evil", "sub/dir", "x.pt"):
+        n = len(messages["error"])
+        assert widget.save_model(bad) is None
+        assert len(messages["error"]) == n + 1
+    assert not (path.parent.parent / "evil.pt").exists() and not (path.parent / "sub").exists()
 
 
 def test_event_loop_never_stalls(setup, em, qtbot, messages):

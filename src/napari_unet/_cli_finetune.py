@@ -62,6 +62,7 @@ def run(args) -> int:
         raise ValueError(f"{out} exists; pass --overwrite to replace it")
     if out.is_dir():
         raise ValueError(f"--output {out} is a folder")
+    _check_writable(out)  # before training, not after: the trained weights must have a home
     if args.time_budget is not None and not args.time_budget > 0:
         raise ValueError("--time-budget must be a positive number of seconds")
     if args.threads is not None:
@@ -109,7 +110,14 @@ def run(args) -> int:
         bar.close()
     name = args.name or out.stem
     extra = {"training_command": "napari-unet " + " ".join(sys.argv[1:])} if sys.argv and "napari-unet" in os.path.basename(sys.argv[0]) else None
-    path = save_finetuned(trainer, out, info, name=name, overwrite=args.overwrite, extra=extra)
+    try:
+        path = save_finetuned(trainer, out, info, name=name, overwrite=args.overwrite, extra=extra)
+    except OSError as exc:  # the folder went away or filled up while training: keep the weights
+        import tempfile
+
+        rescue = Path(tempfile.gettempdir()) / f"{out.stem}-{os.getpid()}.pt"
+        path = save_finetuned(trainer, rescue, info, name=name, overwrite=True, extra=extra)
+        raise ValueError(f"cannot write {out} ({exc.strerror or exc}); the fine-tuned model was saved to {path}") from None
     base = trainer.base_score
     note = ""
     if base is not None and trainer.best_score is not None and trainer.best_score <= base:
@@ -120,3 +128,16 @@ def run(args) -> int:
     if cal:
         print(cal)
     return 0
+
+
+def _check_writable(out: Path) -> None:
+    """Create the output's folder and try a file in it, so an unwritable destination fails
+    in one line now rather than after the whole time budget."""
+    import tempfile
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".napari-unet-check."):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write to {out.parent}: {exc.strerror or exc}") from None

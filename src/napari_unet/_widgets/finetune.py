@@ -908,13 +908,18 @@ class FinetuneWidget(Container):
     def save_model(self, name: str | None = None):
         """Save the fine-tuned (best) weights as a user model; it appears in Segment's list."""
         from ..core.finetune import describe_calibration, save_finetuned
-        from ..core.models import load_model
+        from ..core.models import check_name, load_model
 
         if self._trainer is None or self._worker is not None:
             _common.show_info("Train first (and Stop), then save")
             return None
         name = (name if name is not None else self._name.value).strip()
         try:
+            # a name, never a path: "../x", "/tmp/x", "a/b" or "x.pt" would land outside the
+            # models folder and never show in the Segment widget (Export... writes files)
+            check_name(name)
+            if name.lower().endswith(".pt"):
+                raise ValueError(f"{name!r} looks like a file name: type a model name (Export... writes a file)")
             path = save_finetuned(self._trainer, name, self._info)
         except Exception as exc:  # noqa: BLE001 - one notification, nothing lost
             _common.notify_error(exc, "Saving the model")

@@ -77,6 +77,7 @@ class SegmentWidget(Container):
         self._model.changed.connect(self._describe_model)
         self.viewer.layers.selection.events.active.connect(self._follow_active)
         model_bus.changed.connect(self.refresh_models)
+        self.native.destroyed.connect(lambda *_: self._cancel.set())  # a closed dock stops its worker
         self.reset_choices()
         self._follow_active()
         self._describe_model()
@@ -161,8 +162,11 @@ class SegmentWidget(Container):
         return seg.segment(np.asarray(data), diameter=diameter, rgb=rgb, progress=progress)
 
     def _on_progress(self, frac: float, msg: str):
-        self._progress.value = int(1000 * min(max(frac, 0.0), 1.0))
-        self._status.value = msg
+        try:
+            self._progress.value = int(1000 * min(max(frac, 0.0), 1.0))
+            self._status.value = msg
+        except RuntimeError:  # the dock was closed under a running worker: stop it
+            self._cancel.set()
 
     def _on_done(self, layer, res, data=None, key=None, reapplied: bool = False):
         try:
@@ -196,15 +200,21 @@ class SegmentWidget(Container):
 
     def _on_error(self, exc):
         if isinstance(exc, Cancelled):
-            self._status.value = "cancelled"
+            try:
+                self._status.value = "cancelled"
+            except RuntimeError:  # cancelled because the dock was closed
+                pass
             return
         self._status.value = "failed"
         notify_error(exc, "Segmentation")
 
     def _on_finished(self):
         self._worker = None
-        self._run.text = "Run"
-        self._progress.visible = False
+        try:
+            self._run.text = "Run"
+            self._progress.visible = False
+        except RuntimeError:  # the dock is gone
+            return
         if self._pending:
             self._pending = False
             self._debounce.start()
