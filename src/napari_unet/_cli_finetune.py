@@ -33,7 +33,7 @@ def add_parser(subparsers):
     f.add_argument("--images", nargs="+", required=True, help="image files (TIFF, PNG, JPEG)")
     f.add_argument("--annotations", nargs="+", required=True, help="annotation files, one per image, same shape")
     f.add_argument("--output", "-o", required=True, help="model file to write (.pt)")
-    f.add_argument("--base", default=None, help="model to start from: name or .pt file (default: the default shipped model)")
+    f.add_argument("--base", default=None, help="model to start from: name or .pt file (default: nuclei, the best base measured on a new modality)")
     f.add_argument("--time-budget", type=float, default=DEFAULT_BUDGET,
                    help=f"seconds of training (default {DEFAULT_BUDGET:g})")
     f.add_argument("--name", default=None, help="model name stored in the file (default: the output file's stem)")

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import QWidget
 
 from . import _common
 from ._common import model_bus, model_names, refresh_model_combo, spatial_transform, upsert_labels
+from ..core.models import FINETUNE_BASE
 
 __all__ = ["FinetuneWidget", "ANNOTATION_KEY"]
 
@@ -220,7 +221,10 @@ class FinetuneWidget(Container):
         self._reading = Label(label="Reading", value="")
         self._all_pairs = CheckBox(text="Also train on other annotated images", value=True)
         # ---- training ------------------------------------------------------------------
-        self._base = ComboBox(label="Base model", choices=self._model_choices)
+        self._base = ComboBox(label="Base model", choices=self._model_choices,
+                              tooltip="The model fine-tuning starts from (nuclei first: the best base measured on a new modality)")
+        if FINETUNE_BASE in self._base.choices:
+            self._base.value = FINETUNE_BASE
         self._budget = SpinBox(label="Time budget (s)", value=60, min=0, max=86400, step=10,
                                tooltip="Training stops after this many seconds; 0 = until you press Stop")
         self._train = PushButton(text="Train")

@@ -62,7 +62,7 @@ import torch
 
 from .augment import AugmentConfig
 from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
-from .models import LoadedModel, check_name, list_models, load_model, save_model, user_dir
+from .models import FINETUNE_BASE, LoadedModel, check_name, list_models, load_model, save_model, user_dir
 from .normalize import normalize, percentiles as compute_percentiles, to_gray
 from .postprocess import POSTPROCESS_KEYS, Postprocess, prior_shift_threshold
 from .data import predict_at_scale
@@ -393,7 +393,7 @@ def make_finetuner(
     if isinstance(base, LoadedModel):
         loaded = LoadedModel(copy.deepcopy(base.model), dict(base.meta), base.path)
     else:
-        loaded = load_model(base)
+        loaded = load_model(FINETUNE_BASE if base is None else base)
     meta = dict(loaded.meta)
     pct = loaded.normalization
     scale = loaded.scale()  # a model trained on rescaled objects is fine-tuned at its scale
