@@ -49,7 +49,9 @@ def main(argv=None) -> int:
     p.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
     p.add_argument("--limit", type=int, default=None, help="first N images of each set")
     p.add_argument("--synthetic", type=int, default=2048, help="side of the synthetic image (0: skip)")
-    p.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"])
+    p.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32", "previous"],
+                   help="paths to time; 'previous' is the path before the fast-path work: fp32, batch norm not "
+                        "folded, contiguous memory, per-region post-processing")
     args = p.parse_args(argv)
 
     import tifffile
@@ -71,8 +73,16 @@ def main(argv=None) -> int:
 
     results: dict[tuple[str, str], dict] = {}
     tiles = {}
+    from napari_unet.core import postprocess
+
+    fast_post = postprocess.instances_from_probs
     for prec in args.precisions:
-        seg = Segmenter(model, precision=prec)
+        seg = Segmenter(model, precision="fp32" if prec == "previous" else prec)
+        postprocess.instances_from_probs = fast_post
+        if prec == "previous":
+            seg.model = seg.loaded.model.eval().to(memory_format=torch.contiguous_format)
+            seg.channels_last = False
+            postprocess.instances_from_probs = postprocess._instances_from_probs_reference
         tiles[prec] = tile_ms(seg)
         for s in args.sets:
             pairs = val_pairs(s, args.limit)
@@ -89,6 +99,7 @@ def main(argv=None) -> int:
                 "n_images": 1, "megapixels": img.size / 1e6, "seconds": dt, "mp_per_s": img.size / 1e6 / dt,
                 "f1": None, "cells": int(out.instances.max()),
             }
+    postprocess.instances_from_probs = fast_post
     load_after = os.getloadavg()[0]
     import shutil
 

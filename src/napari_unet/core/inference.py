@@ -119,7 +119,8 @@ class Segmenter:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.precision = resolve_precision(precision, self.device)
         self.model.to(self.device)
-        if self.device.type == "cpu":  # oneDNN's fast convolutions want channels-last, in fp32 too
+        self.channels_last = self.device.type == "cpu"  # oneDNN's fast convolutions, in fp32 too
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.tile = tile
         self.block = block
@@ -140,7 +141,7 @@ class Segmenter:
         shrink = net.shrink()
         if shrink:  # unpadded network: pad to a valid size, then place the output
             x, place = self._fit_valid(x)
-        if self.device.type == "cpu":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = net(x)
