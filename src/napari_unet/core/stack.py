@@ -27,7 +27,7 @@ from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
 from .normalize import percentiles, to_float
-from .postprocess import fill_small_holes, labels_dtype, remove_small
+from .postprocess import _deep_peaks, fill_small_holes, labels_dtype, remove_small
 
 __all__ = [
     "METHODS",
@@ -403,7 +403,7 @@ def instances_3d(bg: np.ndarray, inner: np.ndarray, post, anisotropy: float = 1.
             dist = ndi.distance_transform_edt(seeds_mask, sampling=(a, 1.0, 1.0)).astype(np.float32)
             dist = ndi.gaussian_filter(dist, (1.0 / a, 1.0, 1.0))
             if post.depth:
-                seeds = _deep_peaks_nd(dist, comp, float(post.depth))
+                seeds = _deep_peaks(dist, comp, float(post.depth))
             else:
                 from skimage.feature import peak_local_max
 
@@ -424,27 +424,6 @@ def instances_3d(bg: np.ndarray, inner: np.ndarray, post, anisotropy: float = 1.
         offset += int(lab.max())
     del regions
     return semantic, remove_small(labels, min_vol)
-
-
-def _deep_peaks_nd(dist: np.ndarray, comp: np.ndarray, depth: float) -> np.ndarray:
-    """Seeds (int32 labels): in each region of ``comp``, the maxima of ``dist`` standing at
-    least ``depth`` above the saddle to a higher one (``skimage.morphology.h_maxima``), or
-    the whole region where it has none; any dimensionality, region by region in its box."""
-    from skimage.morphology import h_maxima
-
-    seeds = np.zeros(comp.shape, np.int32)
-    n = 0
-    for i, box in enumerate(ndi.find_objects(comp), 1):
-        if box is None:
-            continue
-        box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
-        own = comp[box] == i
-        peaks, k = ndi.label(h_maxima(np.where(own, dist[box], 0), depth).astype(bool) & own)
-        if k == 0:
-            peaks, k = own.astype(np.int32), 1
-        seeds[box][peaks > 0] = peaks[peaks > 0] + n
-        n += k
-    return seeds
 
 
 def _ellipsoid(rz: int, r: int) -> np.ndarray:
