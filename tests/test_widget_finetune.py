@@ -9,7 +9,9 @@ import tifffile
 from napari_unet.core.finetune import simulate_strokes
 from napari_unet.core.models import list_models, load_model
 from napari_unet._widgets import _common
-from napari_unet._widgets.finetune import CELL_COLOR, NOT_CELL_COLOR, WARMED_UP, FinetuneWidget
+from napari_unet._widgets.finetune import (
+    BELOW_BASE_POPUP_S, CELL_COLOR, HELP_URL, NOT_CELL_COLOR, STOP_KEY, TRAIN_KEY, WARMED_UP, FinetuneWidget, plain_calibration,
+)
 from napari_unet._widgets.segment import SegmentWidget
 
 pytestmark = pytest.mark.gui
@@ -103,6 +105,8 @@ def test_train_preview_stop_save_and_segment(setup, em, qtbot, messages, shipped
     assert "Stopped" in widget._status.value
     trainer = widget._trainer
     assert trainer.best_score > trainer.history[0].val_score  # learned something from the strokes
+    # the score said to be kept is the one Stop kept
+    assert f"kept weights scoring {trainer.best_score:.3f}" in widget._status.value
     # save: the model appears in the Segment widget's list and changes its output
     widget._name.value = "em strokes"
     path = widget.save_model()
@@ -110,7 +114,11 @@ def test_train_preview_stop_save_and_segment(setup, em, qtbot, messages, shipped
     assert "em strokes" in seg._model.choices and widget._base.value == "em strokes"
     meta = load_model("em strokes").meta
     assert meta["finetune"]["annotation_kinds"] == ["sparse"] and meta["base"]["name"] == load_model(shipped_model).name
-    assert "cell threshold" in widget._status.value and f"{meta.get('threshold', 0.5):.2f}" in widget._status.value
+    # the calibration in user terms; the technical detail (and where the file is) in the tooltip
+    status, tip = widget._status.value, widget._status.native.toolTip()
+    assert "threshold" not in status and "how much of your images is cell" in status
+    assert "cell threshold" in tip and f"{meta.get('threshold', 0.5):.2f}" in tip and str(path) in tip
+    assert widget._export.text == "Export 'em strokes'..." and widget._delete.enabled  # the buttons follow the picker
     outputs = {}
     for name in (shipped_model, "em strokes"):
         seg._image.value = image
@@ -275,8 +283,10 @@ def test_revert_import_export_delete(setup, em, qtbot, messages, tmp_path, shipp
     assert widget.import_model(bad) is None and "cannot read" in messages["error"][-1]
 
 
-def test_guardrails_warn_and_offer_revert(setup, em, qtbot, messages):
-    """A validation score below the base model's, or a collapsed preview, is flagged once."""
+def test_guardrails_warn_on_a_trend_only(setup, em, qtbot, messages):
+    """Validation below the base model's score is flagged only as a trend (3 in a row; a
+    popup also after 30 s), and the flag goes once it no longer holds; a collapsed preview
+    is flagged once."""
     from napari_unet.core.finetune import Preview, PreviewRequest
     from napari_unet.core.training import Progress
 
@@ -287,18 +297,34 @@ def test_guardrails_warn_and_offer_revert(setup, em, qtbot, messages):
     qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step >= 1, timeout=60_000)
     widget.stop()
     qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    trainer = widget._trainer
     messages["warning"].clear()
     widget._set_warning("")
     widget._revert.enabled = False
-    # what the worker would send: the base model's score, then two worse validations
-    widget._on_progress(Progress(0, 10, float("nan"), 0.0, 0.8, 0.8, True, "base model"))
-    widget._on_progress(Progress(5, 10, 0.5, 3.0, val_score=0.6, best_score=0.8))
-    assert not widget._warning.native.isHidden() and "below the base model" in widget._warning.value
-    assert widget._revert.enabled and messages["warning"] == []  # one dip: shown in the dock only
-    widget._on_progress(Progress(9, 10, 0.5, 6.0, val_score=0.55, best_score=0.8))
+    widget._vals = []
+    warned = lambda: not widget._warning.native.isHidden() and "below the base model" in widget._warning.value  # noqa: E731
+    base = trainer.base_score
+    # what the worker would send: dips below the base model's score, early in training
+    widget._on_progress(Progress(5, 10, 0.5, 3.0, val_score=base - 0.2, best_score=0.99))
+    # the kept score shown is the trainer's (what Stop keeps), not one carried by an event
+    assert f"Stop keeps weights scoring {trainer.best_score:.3f}" in widget._status.value and "0.990" not in widget._status.value
+    widget._on_progress(Progress(6, 10, 0.5, 6.0, val_score=base - 0.25))
+    assert not warned() and not widget._revert.enabled and messages["warning"] == []  # two dips: noise
+    widget._on_progress(Progress(7, 10, 0.5, 9.0, val_score=base - 0.3))
+    assert warned() and widget._revert.enabled  # three in a row: a trend, in the dock
+    assert messages["warning"] == []  # ... but no popup in the first seconds
+    widget._on_progress(Progress(8, 10, 0.5, 12.0, val_score=base))
+    assert widget._warning.native.isHidden()  # recovered: the line goes
+    # the same trend after 30 s: one popup
+    for k, t in enumerate((BELOW_BASE_POPUP_S, BELOW_BASE_POPUP_S + 3, BELOW_BASE_POPUP_S + 6, BELOW_BASE_POPUP_S + 9)):
+        widget._on_progress(Progress(20 + k, 30, 0.5, t, val_score=base - 0.2))
+        assert warned() == (k >= 2)
     assert len(messages["warning"]) == 1 and "below the base model" in messages["warning"][0]
-    widget._on_progress(Progress(10, 10, 0.5, 9.0, val_score=0.85, best_score=0.85))
-    assert widget._warning.native.isHidden()  # recovered
+    # the run ends with kept weights that beat the base model: the warning is moot, and said so
+    trainer.best_score = base + 0.05
+    widget._on_finished()
+    assert widget._warning.native.isHidden() and "no longer applies" in widget._status.value
+    assert f"kept weights scoring {base + 0.05:.3f}" in widget._status.value
     # a preview that calls the whole view background
     widget._layer = image
     req = PreviewRequest(img, (), None, False, key="em")
@@ -306,3 +332,143 @@ def test_guardrails_warn_and_offer_revert(setup, em, qtbot, messages):
     widget._show_preview(Preview(z, z.astype(np.uint16), req, 10, 9.0, 0.0, "nothing"))
     assert "predicts no cells" in widget._warning.value and len(messages["warning"]) == 2
     np.testing.assert_array_equal(viewer.layers["em cells"].data, 0)
+
+
+def test_annotation_follows_image_and_mismatch_refused(setup, em, qtbot, messages):
+    """With two images open the Annotation picker and the Save-as name follow the image,
+    and a pair whose annotation was made for another image is refused, not trained."""
+    viewer, widget, image = setup
+    img, lab = em
+    assert widget._name.value == "em fine-tuned"
+    ann_a = _paint(widget, lab, seed=1)
+    image2 = viewer.add_image(img[::-1].copy(), name="em2")  # the same shape: only the names tell them apart
+    viewer.layers.selection.active = image2
+    assert widget._image.value is image2
+    assert widget._annotation.value is None  # not em's annotation
+    assert widget._name.value == "em2 fine-tuned"  # the proposed name follows the image
+    ann_b = viewer.add_labels(np.zeros(img.shape, np.uint8), name="em2 annotation")  # a layer of the user's, by its name
+    qtbot.waitUntil(lambda: widget._annotation.value is ann_b, timeout=5_000)
+    viewer.layers.selection.active = image
+    assert widget._image.value is image and widget._annotation.value is ann_a
+    viewer.layers.selection.active = image2
+    assert widget._image.value is image2 and widget._annotation.value is ann_b
+    # picking an annotation layer picks its image
+    viewer.layers.selection.active = ann_a
+    assert widget._image.value is image and widget._annotation.value is ann_a
+    # a name the user typed stays
+    widget._name.value = "my model"
+    viewer.layers.selection.active = image2
+    assert widget._name.value == "my model" and widget._annotation.value is ann_b
+    # a mismatched pair (forced) is refused with one clear message
+    widget._annotation.value = ann_a
+    n_layers = len(viewer.layers)
+    widget._on_train()
+    assert not widget.running and len(viewer.layers) == n_layers
+    assert len(messages["error"]) == 1 and "made for image 'em', not 'em2'" in messages["error"][0]
+
+
+def test_save_without_improvement_says_so(setup, em, qtbot, messages):
+    viewer, widget, image = setup
+    img, lab = em
+    _paint(widget, lab, seed=2)
+    _train(qtbot, widget, lambda: widget._trainer is not None and widget._trainer.step >= 1)
+    trainer, info = widget._trainer, widget._info
+    # as when validation never beat the base model: Stop kept the base model's weights
+    trainer.best_score = trainer.base_score
+    trainer.best_state = {k: v.clone() for k, v in info.base_state.items()}
+    widget._on_finished()
+    assert "no improvement over the base model" in widget._status.value
+    assert widget._save.enabled and "copy" in widget._save.tooltip
+    messages["info"].clear()
+    path = widget.save_model("same as base")
+    assert path is not None and path.is_file()  # saving still works ...
+    assert len(messages["warning"]) == 1 and f"same weights as the base model '{info.base_name}'" in messages["warning"][0]
+    assert messages["info"] == []  # ... and says that the model is the base model, not a plain "saved"
+    assert "weights of the base model" in widget._status.value
+    saved = load_model("same as base").model.state_dict()
+    assert set(saved) == set(info.base_state)
+    assert all(np.allclose(saved[k].float().numpy(), v.float().numpy()) for k, v in info.base_state.items())
+
+
+def test_model_buttons_name_their_model(setup, qtbot, messages, tmp_path, shipped_model):
+    viewer, widget, image = setup
+    widget._base.value = shipped_model
+    assert widget._export.text == f"Export '{shipped_model}'..." and widget._delete.text == f"Delete '{shipped_model}'"
+    assert not widget._delete.enabled and "cannot be deleted" in widget._delete.tooltip  # shipped
+    out = widget.export_model(tmp_path / "a rather long model name.pt", shipped_model)
+    assert widget.import_model(out) == "a rather long model name"
+    assert widget._base.value == "a rather long model name"  # the picker switches to it ...
+    assert widget._export.text == "Export 'a rather long mod\u2026'..." and widget._delete.text == "Delete 'a rather long mod\u2026'"
+    assert widget._delete.enabled and "'a rather long model name'" in widget._delete.tooltip  # ... and the buttons with it
+    widget._base.value = shipped_model
+    assert widget._export.text == f"Export '{shipped_model}'..." and not widget._delete.enabled
+    widget._base.value = "a rather long model name"
+    assert widget.delete_model(confirm=False)
+    assert widget._base.value != "a rather long model name" and widget._export.text == f"Export '{widget._base.value}'..."
+
+
+def test_keyboard_shortcuts(setup, em, qtbot, messages):
+    """Train and Stop from the keyboard (keys pressed on the canvas while painting); the keys
+    are named in the tooltip and unbound when the dock is closed."""
+    from napari.utils.key_bindings import coerce_keybinding
+    from qtpy.QtCore import Qt
+
+    viewer, widget, image = setup
+    img, lab = em
+    _paint(widget, lab, seed=4)  # the annotation layer is active, in paint mode
+    assert TRAIN_KEY in widget._train.tooltip and STOP_KEY in widget._train.tooltip
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_T, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(lambda: widget.running, timeout=5_000)
+    assert widget._train.text == "Stop" and STOP_KEY in widget._train.tooltip
+    qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step >= 1, timeout=60_000)
+    qtbot.keyClick(canvas, Qt.Key.Key_T, Qt.KeyboardModifier.ShiftModifier)  # Train again: no effect while training
+    qtbot.keyClick(canvas, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    assert "Stopped" in widget._status.value and messages["error"] == []
+    assert viewer.layers.selection.active.mode == "paint"  # napari's own keys untouched
+    # closing the dock gives the keys back
+    viewer.window.remove_dock_widget(widget.native)
+    assert coerce_keybinding(TRAIN_KEY) not in viewer.keymap and coerce_keybinding(STOP_KEY) not in viewer.keymap
+    assert TRAIN_KEY not in widget._train.tooltip
+
+
+def test_wrapping_tooltips_and_help(setup):
+    """Long notes wrap instead of widening the dock; every control explains itself; a Help link."""
+    from magicgui.widgets import Container
+    from magicgui.widgets.bases import ButtonWidget, ValueWidget
+
+    viewer, widget, image = setup
+    width = widget.native.sizeHint().width()
+    widget._status.value = "Saved to /a/very/long/path/" + "x" * 300 + " " + "word " * 100
+    widget._set_warning("warning " * 100)
+    widget._reading.value = "reading " * 100
+    assert widget.native.sizeHint().width() <= width
+    for label in (widget._status, widget._warning, widget._reading):
+        assert label.native.wordWrap()
+
+    def controls(container):
+        for w in container:
+            if isinstance(w, Container):
+                yield from controls(w)
+            elif isinstance(w, (ValueWidget, ButtonWidget)):
+                yield w
+
+    missing = [w.label or getattr(w, "text", "") or type(w).__name__ for w in controls(widget) if not w.tooltip]
+    assert missing == []
+    assert widget._plot.toolTip()
+    help_label = widget._help.native
+    assert help_label.openExternalLinks() and HELP_URL in help_label.text() and "README" in help_label.text()
+
+
+def test_calibration_in_plain_words():
+    cal = {"cell_fraction": 0.47, "train_prior": 0.5, "applied": True, "strength": 0.5}
+    plain, detail = plain_calibration({"threshold": 0.52, "calibration": cal})
+    assert plain == "Cells are drawn a little smaller than by default, to match how much of your images is cell (about 47 %)"
+    assert "threshold" not in plain and "cell threshold 0.52" in detail
+    plain, _ = plain_calibration({"threshold": 0.3, "calibration": cal})  # a lower threshold: more pixels are cell
+    assert plain.startswith("Cells are drawn larger")
+    plain, detail = plain_calibration({"calibration": dict(cal, applied=False)})
+    assert "as by default" in plain and "contradicted your strokes" in plain and "kept at 0.50" in detail
+    assert plain_calibration({}) == ("", "")

@@ -11,15 +11,16 @@ from __future__ import annotations
 import re
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, ProgressBar, PushButton, SpinBox, create_widget
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QPointF, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, QPointF, Qt, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
-from qtpy.QtWidgets import QWidget
+from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from . import _common
 from ._common import model_bus, model_names, refresh_model_combo, spatial_transform, upsert_labels
@@ -33,8 +34,20 @@ CELL_COLOR = (0.15, 0.85, 0.25, 1.0)  # label 1 = cell: green
 NOT_CELL_COLOR = (0.95, 0.2, 0.85, 1.0)  # label 2 = not cell: magenta
 #: Previews cover the whole plane up to this size, else the visible part (at most this size).
 PREVIEW_MAX = 640
-#: A validation score this far below the base model's triggers the guardrail.
+#: A validation score this far below the base model's counts as below it.
 BELOW_BASE_MARGIN = 0.02
+#: The guardrail needs a trend: this many validations in a row below the base model's score
+#: (one dip is noise: validation on a few held-out strokes is noisy, and the moving
+#: average of the weights often dips in the first seconds before it climbs).
+BELOW_BASE_RUN = 3
+#: ... and a popup also this much training time (the dock's warning line comes earlier).
+BELOW_BASE_POPUP_S = 30.0
+#: Keyboard shortcuts (bound on the viewer while the widget is docked; not napari defaults).
+TRAIN_KEY = "Shift-T"
+STOP_KEY = "Shift-S"
+#: The README's Fine-tune section (the widget's Help link).
+HELP_URL = "https://pypi.org/project/napari-unet/"  # the README, as published with the package
+_STATUS_TIP = "What the widget is doing, and the result of the last action"
 
 
 class _Job:
@@ -124,6 +137,77 @@ def _labels_shape(layer: Image) -> tuple:
     return shape[:-1] if layer.rgb else shape
 
 
+_ANNOTATION_NAME = re.compile(r"^(.*) annotation(?: \[\d+\])?$")
+
+
+def annotation_owner(layer) -> str | None:
+    """Name of the image an annotation layer was made for, or ``None`` when unknown.
+
+    Layers made by *New annotation layer* / *Start from prediction* say so in their
+    metadata; other Labels layers named ``"<image> annotation"`` (or ``"... [2]"``) are
+    taken for that image's.
+    """
+    if not isinstance(layer, Labels):
+        return None
+    tag = layer.metadata.get(ANNOTATION_KEY)
+    if isinstance(tag, dict) and tag.get("image"):
+        return str(tag["image"])
+    m = _ANNOTATION_NAME.match(layer.name)
+    return m.group(1) if m else None
+
+
+def _short(name: str, n: int = 18) -> str:
+    """A model name short enough for a button."""
+    return name if len(name) <= n else name[: n - 1] + "\u2026"
+
+
+def plain_calibration(meta: dict) -> tuple[str, str]:
+    """``(sentence for the status line, technical detail for its tooltip)`` on a saved
+    model's calibrated cell threshold; ``("", "")`` when there is none.
+
+    The technical phrase is :func:`napari_unet.core.finetune.describe_calibration`'s. A
+    pixel is cell when its cell probability is above the threshold, so a threshold above
+    0.5 draws cells smaller, one below 0.5 larger.
+    """
+    from ..core.finetune import describe_calibration
+
+    technical = describe_calibration(meta)
+    cal = meta.get("calibration")
+    if not cal or not technical:
+        return "", ""
+    share = f"about {100 * float(cal['cell_fraction']):.0f} %"
+    th = float(meta.get("threshold", 0.5))
+    if not cal.get("applied", True):
+        plain = (f"Cells are drawn as by default: matching them to how much of your images is cell ({share}) "
+                 "would have contradicted your strokes (train longer, then save again)")
+    elif abs(th - 0.5) < 0.005:
+        plain = f"Cells are drawn as by default, which already matches how much of your images is cell ({share})"
+    else:
+        size = "smaller" if th > 0.5 else "larger"
+        amount = "a little " if abs(th - 0.5) < 0.1 else ""
+        plain = f"Cells are drawn {amount}{size} than by default, to match how much of your images is cell ({share})"
+    detail = (f"Technical: {technical}. A pixel is cell when its cell probability is above this threshold "
+              "(0.5 before calibration); the saved model carries it, and Segment's Advanced settings can change it.")
+    return plain, detail
+
+
+class _ParentWatch(QObject):
+    """Calls ``callback(has_parent)`` when a widget is docked or taken out of its dock."""
+
+    def __init__(self, widget: QWidget, callback):
+        super().__init__(widget)
+        self._callback = callback
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.ParentChange:
+            try:
+                self._callback(obj.parent() is not None)
+            except RuntimeError:  # the widget is being deleted
+                pass
+        return False
+
+
 class _Plot(QWidget):
     """Loss and validation score against training time, painted with QPainter.
 
@@ -207,6 +291,28 @@ class _Plot(QWidget):
         qp.end()
 
 
+def _unbinder(viewer, keys: dict):
+    """A callable that unbinds the shortcuts in ``keys`` still bound to our functions
+    (holds no reference to the widget, so it can run when the widget is destroyed)."""
+    viewer_ref = weakref.ref(viewer)
+
+    def unbind(*_):
+        from napari.utils.key_bindings import coerce_keybinding
+
+        viewer = viewer_ref()
+        for key, func in list(keys.items()):
+            keys.pop(key, None)
+            if viewer is None:
+                continue
+            try:
+                if viewer.keymap.get(coerce_keybinding(key)) is func:
+                    viewer.bind_key(key, None)
+            except Exception:  # noqa: BLE001 - a closing viewer
+                pass
+
+    return unbind
+
+
 class FinetuneWidget(Container):
     """Annotation, base model, Train / Stop, live plot and preview, model management."""
 
@@ -214,12 +320,20 @@ class FinetuneWidget(Container):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         # ---- data --------------------------------------------------------------------
-        self._image = create_widget(annotation=Image, label="Image")
-        self._annotation = create_widget(annotation=Labels, label="Annotation")
+        self._image = create_widget(annotation=Image, label="Image", options={
+            "tooltip": "The image to fine-tune on; follows the image layer you select. Previews go to its "
+                       "'<image> cells' / '<image> instances' layers"})
+        self._annotation = create_widget(annotation=Labels, label="Annotation", options={
+            "nullable": True,
+            "tooltip": "Your strokes for this image (1 = cell, 2 = not cell, 0 = not annotated); picks the "
+                       "image's own annotation layer when the image changes"})
         self._new_ann = PushButton(text="New annotation layer", tooltip="An empty Labels layer: paint 1 = cell, 2 = not cell")
         self._from_pred = PushButton(text="Start from prediction", tooltip="Copy the Segment result into a new annotation layer to correct")
-        self._reading = Label(label="Reading", value="")
-        self._all_pairs = CheckBox(text="Also train on other annotated images", value=True)
+        self._reading = Label(label="Reading", value="", tooltip="How the annotation will be read: sparse strokes, "
+                              "dense labels (1 = cell, 2 = not cell) or instances (each id above 2 one cell)")
+        self._all_pairs = CheckBox(text="Also train on other annotated images", value=True,
+                                   tooltip="Also train on the annotation layers made for the other open images "
+                                           "(with 'New annotation layer' or 'Start from prediction')")
         # ---- training ------------------------------------------------------------------
         self._base = ComboBox(label="Base model", choices=self._model_choices,
                               tooltip="The model fine-tuning starts from (nuclei first: the best base measured on a new modality)")
@@ -228,17 +342,23 @@ class FinetuneWidget(Container):
         self._budget = SpinBox(label="Time budget (s)", value=60, min=0, max=86400, step=10,
                                tooltip="Training stops after this many seconds; 0 = until you press Stop")
         self._train = PushButton(text="Train")
-        self._progress = ProgressBar(label="", min=0, max=1000, value=0, visible=False)
-        self._status = Label(label="", value="Paint a few strokes, then Train")
-        self._warning = Label(label="", value="", visible=False)
+        self._progress = ProgressBar(label="", min=0, max=1000, value=0, visible=False,
+                                     tooltip="Share of the time budget used")
+        self._status = Label(label="", value="Paint a few strokes, then Train", tooltip=_STATUS_TIP)
+        self._warning = Label(label="", value="", visible=False,
+                              tooltip="A guardrail: the training may be going wrong (Stop keeps the best weights either way)")
         self._revert = PushButton(text="Revert to base", enabled=False,
                                   tooltip="Discard the fine-tuned weights and go back to the base model")
         # ---- models ------------------------------------------------------------------
-        self._name = LineEdit(label="Save as", value="")
-        self._save = PushButton(text="Save", enabled=False, tooltip="Save the fine-tuned model under this name")
+        self._name = LineEdit(label="Save as", value="",
+                              tooltip="The name of the fine-tuned model in the model lists (letters, digits, "
+                                      "spaces, '.', '_', '-'); follows the image until you type one")
+        self._save = PushButton(text="Save", enabled=False, tooltip=self._SAVE_TIP)
         self._import = PushButton(text="Import...", tooltip="Add a model file (.pt) to your models")
         self._export = PushButton(text="Export...", tooltip="Write the base model picked above to a .pt file")
         self._delete = PushButton(text="Delete", tooltip="Delete the user model picked above")
+        self._help = Label(value=f'<a href="{HELP_URL}">Help: how to fine-tune (README)</a>',
+                           tooltip=f"Open the README (its Fine-tune section) in your browser: {HELP_URL}")
         row = dict(layout="horizontal", labels=False)
         self.extend([
             self._image,
@@ -254,12 +374,20 @@ class FinetuneWidget(Container):
             self._warning,
             Container(widgets=[self._name, self._save], **row),
             Container(widgets=[self._import, self._export, self._delete], **row),
+            self._help,
         ])
         self._warning.native.setStyleSheet("color: #f0a040")
-        self._warning.native.setWordWrap(True)
-        self._status.native.setWordWrap(True)
-        self._reading.native.setWordWrap(True)
+        for label in (self._status, self._warning, self._reading):
+            # long notes (paths, model names) wrap instead of widening the dock
+            label.native.setWordWrap(True)
+            label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            label.native.setMinimumWidth(60)
+        self._help.native.setTextFormat(Qt.TextFormat.RichText)
+        self._help.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self._help.native.setOpenExternalLinks(True)
         self._plot = _Plot()
+        self._plot.setToolTip("Loss (orange, scaled to its maximum) and validation score on held-out strokes "
+                              "(blue dots, 0..1 on the right) against training time; dashed: the base model's score")
         self.native.layout().insertWidget(9, self._plot)
         # ---- state ---------------------------------------------------------------------
         self._worker = None
@@ -267,9 +395,12 @@ class FinetuneWidget(Container):
         self._trainer = None
         self._info = None
         self._layer: Image | None = None  # the image being trained on and previewed
-        self._below = 0
+        self._vals: list[float] = []  # this run's validation scores (the guardrail's trend)
+        self._warning_kind = ""  # what the warning line says: "below", "collapse" or ""
         self._warned: set[str] = set()
         self._created: list = []
+        self._auto_name = ""  # the Save-as name the widget proposed (replaced when the image changes)
+        self._keys: dict[str, object] = {}  # shortcut -> the function bound on the viewer
         self._revert_pending = False
         self._task_id = None
         self._closed = False
@@ -294,14 +425,85 @@ class FinetuneWidget(Container):
         self._delete.changed.connect(lambda *_: self.delete_model())
         self._annotation.changed.connect(lambda *_: self._watch_annotation())
         self._image.changed.connect(lambda *_: self._follow_image())
+        self._base.changed.connect(lambda *_: self._update_model_buttons())
+        self._status.changed.connect(lambda *_: self._status.native.setToolTip(_STATUS_TIP))  # details go with one message
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.layers.selection.events.active.connect(self._follow_active)
         model_bus.changed.connect(self.refresh_models)
         self.native.destroyed.connect(self._view_timer.stop)
         self.native.destroyed.connect(self._reading_timer.stop)
+        # ---- keyboard shortcuts: bound while the widget is docked ----------------------------
+        self._bind_keys()
+        self._parent_watch = _ParentWatch(self.native, self._on_docked)
+        self.native.destroyed.connect(_unbinder(self.viewer, self._keys))
+        self._update_train_button()
         self.reset_choices()
         self._follow_active()
+        self._follow_image()
+        self._update_model_buttons()
         _start_warm_up()
+
+    _SAVE_TIP = "Save the fine-tuned model under this name"
+
+    # ---- keyboard shortcuts ----------------------------------------------------------------
+    def _bind_keys(self):
+        """Bind Train / Stop on the viewer (napari's public ``bind_key``).
+
+        A key already bound to something else (by the user or another plugin) is left alone:
+        that shortcut is then not offered.
+        """
+        from napari.utils.key_bindings import coerce_keybinding
+
+        ref = weakref.ref(self)
+
+        def train(viewer):
+            w = ref()
+            if w is not None and not w._closed and not w.running:
+                w._on_train()
+
+        def stop(viewer):
+            w = ref()
+            if w is not None and not w._closed and w.running:
+                w.stop()
+
+        for key, func in ((TRAIN_KEY, train), (STOP_KEY, stop)):
+            if key in self._keys:
+                continue
+            func.__napari_unet__ = True  # ours: a later Fine-tune widget may take the key over
+            current = self.viewer.keymap.get(coerce_keybinding(key))
+            if current is not None and not getattr(current, "__napari_unet__", False):
+                continue
+            try:
+                self.viewer.bind_key(key, func, overwrite=True)
+            except Exception:  # noqa: BLE001 - shortcuts are a convenience, never an error
+                continue
+            self._keys[key] = func
+        self._update_train_button()
+
+    def _unbind_keys(self):
+        _unbinder(self.viewer, self._keys)()
+        self._update_train_button()
+
+    def _on_docked(self, docked: bool):
+        """Shortcuts only while the widget is in the viewer (a closed dock keeps no key)."""
+        if self._closed:
+            return
+        if docked:
+            self._bind_keys()
+        else:
+            self._unbind_keys()
+
+    def _update_train_button(self):
+        stop = f" ({STOP_KEY})" if STOP_KEY in self._keys else ""
+        if self.running:
+            self._train.text = "Stop"
+            self._train.tooltip = f"Stop training{stop}: the best weights so far are kept"
+        else:
+            self._train.text = "Train"
+            train = f" ({TRAIN_KEY})" if TRAIN_KEY in self._keys else ""
+            self._train.tooltip = (f"Fine-tune the base model on your strokes{train}; while it trains, this button "
+                                   f"stops it{stop} and keeps the best weights")
 
     # ---- pickers -------------------------------------------------------------------------
     def _model_choices(self, *_):
@@ -313,6 +515,65 @@ class FinetuneWidget(Container):
         if not refresh_model_combo(self._base, select):  # viewer closed: stop listening
             self._closed = True
             model_bus.changed.disconnect(self.refresh_models)
+            return
+        self._update_model_buttons()
+
+    def _update_model_buttons(self):
+        """Export... and Delete name the model they act on (the Base model picked)."""
+        from ..core.models import list_models
+
+        name = self._base.value
+        if not name:
+            self._export.text, self._delete.text = "Export...", "Delete"
+            self._export.enabled = self._delete.enabled = False
+            return
+        self._export.text = f"Export '{_short(name)}'..."
+        self._export.enabled = True
+        self._export.tooltip = f"Write the model '{name}' (the Base model picked above) to a .pt file"
+        self._delete.text = f"Delete '{_short(name)}'"
+        try:
+            shipped = name in {m.name for m in list_models() if m.source == "shipped"}
+        except Exception:  # noqa: BLE001 - Delete then says why it cannot
+            shipped = False
+        self._delete.enabled = not shipped
+        self._delete.tooltip = (f"'{name}' ships with napari-unet and cannot be deleted" if shipped
+                                else f"Delete your model '{name}' (the Base model picked above; asks first)")
+
+    def _owner_image(self, layer) -> Image | None:
+        """The open image ``layer`` was made for (see :func:`annotation_owner`), if any."""
+        owner = annotation_owner(layer)
+        if owner is None:
+            return None
+        for lay in self.viewer.layers:
+            if isinstance(lay, Image) and lay.name == owner:
+                return lay
+        return None  # made for an image that is not open (or was renamed): unknown
+
+    def _fits(self, image: Image, layer) -> bool:
+        """``layer`` can annotate ``image``: a Labels layer of its shape, not a prediction
+        layer, not made for another open image."""
+        if not isinstance(layer, Labels) or _common.is_plugin_layer(layer) or layer.multiscale:
+            return False
+        other = self._owner_image(layer)
+        return (other is None or other is image) and tuple(layer.data.shape) == _labels_shape(image)
+
+    def _annotation_for(self, image: Image):
+        """The annotation layer to pair with ``image``: the current one if made for it, else
+        the image's own (the topmost), else the current one if it fits, else any that fits,
+        else ``None``."""
+        current = self._annotation.value
+        layers = self.viewer.layers
+        choices = [lay for lay in self._annotation.choices if lay is not None and lay in layers]  # none just removed
+        if current is not None and annotation_owner(current) == image.name and current in choices:
+            return current
+        own = [lay for lay in choices if annotation_owner(lay) == image.name]
+        if own:
+            fit = [lay for lay in own if self._fits(image, lay)]  # of the image's shape, if any is
+            return max(fit or own, key=self.viewer.layers.index)
+        if current in choices and self._fits(image, current):
+            return current
+        fitting = [lay for lay in choices if self._fits(image, lay) and annotation_owner(lay) is None]
+        return max(fitting, key=self.viewer.layers.index) if fitting else None
 
     def _follow_active(self, event=None):
         if self._closed:
@@ -321,20 +582,48 @@ class FinetuneWidget(Container):
         if isinstance(layer, Image) and self._worker is None and layer in self._image.choices:
             self._image.value = layer
         elif isinstance(layer, Labels) and layer in self._annotation.choices and not _common.is_plugin_layer(layer):
+            owner = self._owner_image(layer)
+            if owner is not None and owner is not self._image.value:
+                if self._worker is not None or owner not in self._image.choices:
+                    return  # the image is locked while training: keep the pair
+                self._annotation.value = layer  # so that the image's change keeps it
+                self._image.value = owner
             self._annotation.value = layer
 
     def _follow_image(self):
-        """Pick the annotation layer made for the chosen image, and a default model name."""
+        """Pick the chosen image's own annotation layer, and a default model name."""
         image = self._image.value
-        if image is None:
+        if image is None or self._closed:
             return
-        for layer in self.viewer.layers:
-            tag = layer.metadata.get(ANNOTATION_KEY) if isinstance(layer, Labels) else None
-            if tag and tag.get("image") == image.name and layer in self._annotation.choices:
-                self._annotation.value = layer
-                break
-        if not self._name.value:
-            self._name.value = _safe_name(f"{image.name} fine-tuned")
+        ann = self._annotation_for(image)
+        if ann is not self._annotation.value:
+            self._annotation.value = ann
+        if self._name.value in ("", self._auto_name):  # never replace a name the user typed
+            self._auto_name = _safe_name(f"{image.name} fine-tuned")
+            self._name.value = self._auto_name
+
+    def _on_layer_inserted(self, event=None):
+        """A new layer: pick it when it is the chosen image's annotation and none is picked
+        (or the picked one belongs to another image). Done on the next event-loop turn, once
+        the pickers list the layer."""
+        if self._closed:
+            return
+
+        def match():
+            if self._closed:
+                return
+            try:
+                image, current = self._image.value, self._annotation.value
+                if image is None:
+                    return
+                if current is None or self._owner_image(current) not in (None, image):
+                    ann = self._annotation_for(image)
+                    if ann is not current:
+                        self._annotation.value = ann
+            except RuntimeError:  # the widget is gone
+                pass
+
+        QTimer.singleShot(0, match)
 
     def _watch_annotation(self):
         """Follow painting in the chosen annotation layer to say how it will be read."""
@@ -487,6 +776,13 @@ class FinetuneWidget(Container):
         if ann is None:
             _common.show_error("No annotation layer: press 'New annotation layer' and paint 1 = cell, 2 = not cell")
             return
+        owner = self._owner_image(ann)
+        if owner is not None and owner is not image:
+            _common.show_error(
+                f"Annotation '{ann.name}' was made for image '{owner.name}', not '{image.name}': pick "
+                f"'{image.name}''s annotation layer (or make one with 'New annotation layer'), or pick image '{owner.name}'"
+            )
+            return
         if ann.multiscale:
             _common.show_error(f"Annotation '{ann.name}' is multiscale; use a plain Labels layer")
             return
@@ -494,7 +790,7 @@ class FinetuneWidget(Container):
         if tuple(ann.data.shape) != shape:
             _common.show_error(
                 f"Annotation '{ann.name}' has shape {tuple(ann.data.shape)} but image '{image.name}' has shape {shape}: "
-                "make one with 'New annotation layer'"
+                "pick the image's own annotation layer or make one with 'New annotation layer'"
             )
             return
         if not np.any(ann.data):
@@ -551,17 +847,17 @@ class FinetuneWidget(Container):
         self._job = job
         self._layer = layer
         self._trainer = self._info = None
-        self._below = 0
+        self._vals = []
         self._warned = set()
         self._revert_pending = False
         self._preview_count = 0
         self._set_warning("")
         self._save.enabled = False
+        self._save.tooltip = self._SAVE_TIP
         self._revert.enabled = False
         self._plot.clear()
         self._budget_s = budget
         self._t0 = time.perf_counter()
-        self._train.text = "Stop"
         self._progress.value = 0
         self._progress.max = 1000 if budget else 0
         self._progress.visible = True
@@ -578,6 +874,7 @@ class FinetuneWidget(Container):
         # quits the worker on close without finishing the generator)
         worker.finished.connect(job.done.set, Qt.ConnectionType.DirectConnection)
         self._worker = worker
+        self._update_train_button()
         self._register_task()
         self._view_timer.start()
         worker.start()
@@ -663,40 +960,69 @@ class FinetuneWidget(Container):
         if self._budget_s:
             self._progress.value = int(1000 * min(p.elapsed / self._budget_s, 1.0))
         msg = f"step {p.step}, {p.elapsed:.0f} s: loss {p.loss:.3f}"
-        if self._trainer is not None and self._trainer.best_score is not None:
-            base = f" (base {self._base_score:.3f})" if self._base_score is not None else ""
-            msg += f"; kept weights: score {self._trainer.best_score:.3f}{base}"
+        kept = self._kept_note()
+        if kept:
+            msg += f"; {kept}"
         self._status.value = msg
         if p.val_score is not None:
-            self._check_score(p.val_score)
+            self._check_score(p.val_score, p.elapsed)
         now = time.perf_counter()
         if p.val_score is not None or now - self._last_draw > 0.5:
             self._last_draw = now
             self._plot.draw()
 
-    def _check_score(self, score: float):
+    def _kept_note(self, final: bool = False) -> str:
+        """The score of the weights Stop keeps now (``trainer.best_score``, never a score
+        seen earlier: a later validation within ``keep_within`` of the top score replaces
+        the kept weights by longer-trained ones that score a little lower)."""
+        t = self._trainer
+        if t is None or t.best_score is None:
+            return ""
+        best, base = t.best_score, self._base_score
+        note = f"{'kept' if final else 'Stop keeps'} weights scoring {best:.3f}"
+        if base is not None:
+            note += f" (base {base:.3f})"
+        top = getattr(t, "top_score", None)
+        if top is not None and best < top - 5e-4:
+            note += f"; the top score {top:.3f} was earlier: later weights within {t.cfg.keep_within:g} of it are kept"
+        return note
+
+    def _check_score(self, score: float, elapsed: float = 0.0):
+        """The guardrail: warn when validation stays below the base model's score.
+
+        One validation below it is noise (a few held-out strokes, and a moving average that
+        dips before it climbs): the dock's warning line needs :data:`BELOW_BASE_RUN`
+        validations in a row below it, a popup also :data:`BELOW_BASE_POPUP_S` seconds of
+        training. The line goes as soon as the trend no longer holds.
+        """
         base = self._base_score
+        self._vals.append(score)
         if base is None:
             return
-        if score < base - BELOW_BASE_MARGIN:
-            self._below += 1
+        recent = self._vals[-BELOW_BASE_RUN:]
+        trend = len(recent) == BELOW_BASE_RUN and all(v < base - BELOW_BASE_MARGIN for v in recent)
+        if trend:
+            scores = ", ".join(f"{v:.3f}" for v in recent)
             self._set_warning(
-                f"Validation score {score:.3f} is below the base model's {base:.3f}: these weights do worse on "
-                "your held-out strokes. Stop keeps the best weights (the base model's if none is better); "
-                "'Revert to base' discards the training."
+                f"The last {BELOW_BASE_RUN} validation scores ({scores}) are below the base model's {base:.3f}: "
+                "the current weights do worse on your held-out strokes. Stop keeps the best weights (the base "
+                "model's if none is better); 'Revert to base' discards the training.",
+                kind="below",
             )
             self._revert.enabled = True
-            if self._below >= 2 and "below" not in self._warned:
+            if elapsed >= BELOW_BASE_POPUP_S and "below" not in self._warned:
                 self._warned.add("below")
-                _common.show_warning(f"U-Net fine-tuning: validation score {score:.3f} is below the base model's {base:.3f}")
-        else:
-            self._below = 0
-            if "below" in self._warning.value:
-                self._set_warning("")
+                _common.show_warning(
+                    f"U-Net fine-tuning: after {elapsed:.0f} s the validation score ({score:.3f}) stays below the "
+                    f"base model's ({base:.3f}); Stop keeps the best weights"
+                )
+        elif self._warning_kind == "below":
+            self._set_warning("")
 
-    def _set_warning(self, text: str):
+    def _set_warning(self, text: str, kind: str = ""):
         self._warning.value = text
         self._warning.visible = bool(text)
+        self._warning_kind = kind if text else ""
 
     def _show_preview(self, prev):
         """Write a preview into the plugin's ``cells`` / ``instances`` layers of the image.
@@ -731,13 +1057,14 @@ class FinetuneWidget(Container):
             what = "no cells" if prev.collapsed == "nothing" else "cells everywhere"
             self._set_warning(
                 f"The model now predicts {what} in the view (collapse): check the annotation "
-                "(1 = cell, 2 = not cell), or press 'Revert to base'."
+                "(1 = cell, 2 = not cell), or press 'Revert to base'.",
+                kind="collapse",
             )
             self._revert.enabled = True
             if "collapse" not in self._warned:
                 self._warned.add("collapse")
                 _common.show_warning(f"U-Net fine-tuning: the model predicts {what} in the view")
-        elif "collapse" in self._warning.value:
+        elif self._warning_kind == "collapse":
             self._set_warning("")
 
     def _write_instances(self, layer, prev, sl, shape):
@@ -787,7 +1114,7 @@ class FinetuneWidget(Container):
         self._finish_task()
         if self._closed:
             return
-        self._train.text = "Train"
+        self._update_train_button()
         self._progress.visible = False
         t = self._trainer
         if t is None:
@@ -801,20 +1128,34 @@ class FinetuneWidget(Container):
         secs = h[-1].elapsed if h else 0.0
         base = self._base_score
         best = t.best_score
-        if best is not None and base is not None and best <= base:
+        base_name = self._info.base_name if self._info is not None else "the base model"
+        if self._no_improvement():
             self._status.value = (
                 f"Stopped after {t.step} steps ({secs:.0f} s): no improvement over the base model "
                 f"(score {base:.3f}); its weights were kept"
             )
+            self._save.tooltip = (f"Training did not improve on the base model '{base_name}': saving writes a copy "
+                                  "of it (its weights) under this name")
         elif best is not None:
+            note = ""
+            if base is not None and best > base:
+                if self._warning_kind == "below":
+                    self._set_warning("")  # the kept weights beat the base model: the warning is moot
+                if "below" in self._warned:
+                    note = " The earlier warning no longer applies: the kept weights beat the base model."
             self._status.value = (
-                f"Stopped after {t.step} steps ({secs:.0f} s); kept weights: score {best:.3f}"
-                + (f" (base {base:.3f})" if base is not None else "") + ". Save them under a name."
+                f"Stopped after {t.step} steps ({secs:.0f} s); {self._kept_note(final=True)}. Save them under a name."
+                + note
             )
         else:
             self._status.value = f"Stopped after {t.step} steps ({secs:.0f} s)"
         self._save.enabled = True
         self._revert.enabled = True
+
+    def _no_improvement(self) -> bool:
+        """The kept weights are the base model's: validation never beat its score."""
+        t, base = self._trainer, self._base_score
+        return t is not None and t.best_score is not None and base is not None and t.best_score <= base
 
     # ---- guardrail: revert -----------------------------------------------------------------
     def revert_to_base(self):
@@ -911,7 +1252,7 @@ class FinetuneWidget(Container):
     # ---- models ---------------------------------------------------------------------------
     def save_model(self, name: str | None = None):
         """Save the fine-tuned (best) weights as a user model; it appears in Segment's list."""
-        from ..core.finetune import describe_calibration, save_finetuned
+        from ..core.finetune import save_finetuned
         from ..core.models import check_name, load_model
 
         if self._trainer is None or self._worker is not None:
@@ -930,9 +1271,20 @@ class FinetuneWidget(Container):
             return None
         model_bus.changed.emit()
         self.refresh_models(select=path.stem)
-        cal = describe_calibration(load_model(path).meta)
-        self._status.value = f"Saved '{path.stem}' ({path}); it is now in the Segment widget's model list" + (f"; {cal}" if cal else "")
-        _common.show_info(f"U-Net: saved model '{path.stem}'")
+        plain, detail = plain_calibration(load_model(path).meta)
+        same = self._no_improvement()
+        base_name = self._info.base_name if self._info is not None else "the base model"
+        text = f"Saved '{path.stem}'; it is now in the Segment widget's model list."
+        if same:
+            text += (f" It has the weights of the base model '{base_name}': training did not improve on it "
+                     f"(score {self._base_score:.3f}).")
+        self._status.value = text + (f" {plain}." if plain else "")
+        self._status.native.setToolTip(f"Saved to {path}" + (f"\n{detail}" if detail else ""))
+        if same:
+            _common.show_warning(f"U-Net: saved '{path.stem}', but it has the same weights as the base model "
+                                 f"'{base_name}': training did not improve on it")
+        else:
+            _common.show_info(f"U-Net: saved model '{path.stem}'")
         return path
 
     def import_model(self, path) -> str | None:
