@@ -29,5 +29,5 @@ def test_manifest_is_valid():
     from npe2 import PluginManifest
 
     pm = PluginManifest.from_distribution("napari-unet")
-    assert {w.display_name for w in pm.contributions.widgets} == {"Segment", "Fine-tune"}
+    assert {w.display_name for w in pm.contributions.widgets} == {"Segment", "Fine-tune", "Measurements"}
     assert len(pm.contributions.sample_data) == 2

@@ -50,7 +50,7 @@ def test_stack_and_rgb_inputs(viewer_widget, qtbot):
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     inst = viewer.layers["stack instances"]
     assert inst.data.shape == stack.data.shape and inst.data[0].max() > 0 and inst.data[1].max() > 0
-    assert "2D planes" in widget._status.value
+    assert widget._axes.value == "ZYX" and "3D" in widget._status.value  # a (2, Y, X) stack is taken for planes
     rgb = viewer.add_image(np.repeat((data // 16).astype(np.uint8)[..., None], 3, -1), name="rgb", rgb=True)
     widget._image.value = rgb
     widget._on_run()
@@ -163,10 +163,13 @@ def test_changed_settings_never_overwrite_edited_results(viewer_widget, qtbot):
     qtbot.waitUntil(lambda: "was edited" in widget._status.value, timeout=10_000)
     assert not widget.running
     np.testing.assert_array_equal(inst.data, edited)
-    # an explicit Run still segments again
+    # an explicit Run segments again, into a new layer: the corrected one is kept as it is
     widget._on_run()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
-    assert inst.data.max() < 999
+    np.testing.assert_array_equal(inst.data, edited)
+    new = viewer.layers["crop instances [2]"]
+    assert 0 < new.data.max() < 999
+    assert "crop instances [2]" in widget._status.value and "edited" in widget._status.value
 
 
 def test_the_boxes_show_the_models_own_settings_after_a_run_with_others(viewer_widget, qtbot):
@@ -191,3 +194,205 @@ def test_model_tooltip_and_hint_on_an_implausible_result(viewer_widget, qtbot):
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert "no cells found" in widget._status.value and "Fine-tune" in widget._status.value
     assert widget._status.native.wordWrap()  # long notes wrap instead of widening the dock
+
+
+# ---- volumes, time-lapses, channels ------------------------------------------------------------
+def _blobs(shape=(16, 96, 96), centers=((8, 25, 25), (8, 25, 70), (8, 70, 40), (6, 72, 80)), r=11, rz=5.5):
+    """A volume of bright blurred ellipsoids (planes ``rz`` apart in z for ``r`` in y, x)."""
+    from scipy import ndimage as ndi
+
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    v = np.zeros(shape, np.float32)
+    for cz, cy, cx in centers:
+        v[((zz - cz) / rz) ** 2 + ((yy - cy) / r) ** 2 + ((xx - cx) / r) ** 2 <= 1] = 1
+    v = ndi.gaussian_filter(v, (0.7, 1.5, 1.5))
+    return (v * 800 + 100 + np.random.default_rng(0).normal(0, 10, shape)).astype(np.uint16)
+
+
+def test_a_volume_gets_3d_instances_with_its_scale(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    vol = _blobs()
+    image = viewer.add_image(vol, name="vol", scale=(1.0, 0.5, 0.5), translate=(3, 10, 20))
+    assert widget._image.value is image
+    # the axes are guessed, the anisotropy read from the layer's scale, and the plan said before Run
+    assert widget._axes.value == "ZYX"
+    assert widget._anisotropy.value == pytest.approx(2.0) and not widget._anisotropy.native.isHidden()
+    assert widget._channel.native.isHidden()
+    plan = widget._plan.value
+    assert "3D volume" in plan and "16 planes" in plan and "anisotropy 2" in plan and "from the layer scale" in plan
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    inst, cells = viewer.layers["vol instances"], viewer.layers["vol cells"]
+    for layer in (inst, cells):
+        assert layer.data.shape == vol.shape
+        assert tuple(layer.scale) == (1.0, 0.5, 0.5) and tuple(layer.translate) == (3, 10, 20)
+    # one id per cell through the volume: each ellipsoid's id is the same in the planes it spans
+    ids = {int(inst.data[z, 25, 25]) for z in (5, 8, 11)}
+    assert len(ids) == 1 and 0 not in ids
+    assert len({int(inst.data[8, y, x]) for y, x in ((25, 25), (25, 70), (70, 40), (72, 80))}) == 4
+    n = len(np.unique(inst.data[inst.data > 0]))
+    assert n == 4 and widget._status.value.startswith("4 cells")  # real cells, not a per-plane count
+    # measurements: one row per cell; 3D area = volume in the layer's units
+    feats = inst.features
+    assert len(feats) == n and set(feats["index"]) == set(np.unique(inst.data[inst.data > 0]))
+    counts = np.bincount(inst.data.ravel())
+    np.testing.assert_allclose(feats["area"], counts[feats["label"]] * 1.0 * 0.5 * 0.5)
+    assert "centroid_z" in feats and "mean_intensity" in feats
+    # an anisotropy typed by the user is said so, and kept for this layer
+    widget._anisotropy.value = 3
+    assert "anisotropy 3 (set here)" in widget._plan.value
+    widget._image.value = viewer.add_image(vol[0], name="plane")
+    assert widget._axes.value == "YX" and widget._anisotropy.native.isHidden() and "2D image" in widget._plan.value
+    widget._image.value = image
+    assert widget._anisotropy.value == 3 and "anisotropy 3 (set here)" in widget._plan.value
+
+
+def test_a_time_lapse_keeps_ids_over_time(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    crop = nuclei()[0][0][:128, :160]
+    movie = np.stack([np.roll(crop, (2 * t, 3 * t), axis=(0, 1)) for t in range(3)])
+    image = viewer.add_image(movie, name="movie", scale=(5.0, 0.5, 0.5))
+    assert widget._axes.value == "ZYX"  # a short leading axis is taken for planes ...
+    widget._axes.value = "tyx"  # ... the user says it is time
+    widget._axes.native.editingFinished.emit()
+    assert widget._axes.value == "TYX" and widget._anisotropy.native.isHidden()
+    assert "time-lapse, 3 frames, ids kept over time" in widget._plan.value
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    inst = viewer.layers["movie instances"]
+    assert inst.data.shape == movie.shape and tuple(inst.scale) == (5.0, 0.5, 0.5)
+    # the same nucleus has the same id in every frame
+    for y, x in ((40, 40), (90, 100), (60, 120)):
+        ids = [int(inst.data[t, y + 2 * t, x + 3 * t]) for t in range(3)]
+        assert ids[0] == ids[1] == ids[2]
+    per_frame = max(len(np.unique(f[f > 0])) for f in inst.data)
+    total = len(np.unique(inst.data[inst.data > 0]))
+    assert total <= per_frame + 5 and widget._status.value.startswith(f"{total} cells")
+    # measurements per cell and frame, with a frame column; centroid tracks
+    feats = inst.features
+    assert set(feats["frame"]) == {0, 1, 2} and len(feats) == sum(len(np.unique(f[f > 0])) for f in inst.data)
+    tracks = viewer.layers["movie tracks"]
+    assert len(np.unique(tracks.data[:, 0])) == total and tuple(tracks.scale) == (5.0, 0.5, 0.5)
+    # the axes typed for this layer are kept when it is picked again
+    widget._image.value = viewer.add_image(crop, name="flat")
+    assert widget._axes.value == "YX"
+    widget._image.value = image
+    assert widget._axes.value == "TYX"
+
+
+def test_channels_and_wrong_axes(viewer_widget, qtbot, monkeypatch):
+    viewer, widget = viewer_widget
+    errors = []
+    import napari_unet._widgets._common as common
+
+    monkeypatch.setattr(common, "show_error", lambda msg: errors.append(msg))
+    crop = nuclei()[0][0][:96, :128]
+    data = np.stack([np.zeros_like(crop), crop])  # channel 1 holds the nuclei
+    image = viewer.add_image(data, name="two")
+    widget._axes.value = "cyx"
+    widget._axes.native.editingFinished.emit()
+    assert not widget._channel.native.isHidden() and widget._channel.max == 1
+    widget._channel.value = 1
+    assert "channel 1 of 2" in widget._plan.value
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    inst = viewer.layers["two instances"]
+    assert inst.data.shape == crop.shape and inst.data.max() > 3 and len(image.scale) == 3 and len(inst.scale) == 2
+    assert errors == []
+    # a wrong entry: a notification (not a traceback), the plan says why, Run refuses
+    for bad in ("ZZX", "ZYXQ", "YX"):
+        widget._axes.value = bad
+        widget._axes.native.editingFinished.emit()
+        assert errors and errors[-1].startswith("Axes:"), bad
+        assert "correct the axes" in widget._plan.value
+    n = len(errors)
+    widget._on_run()
+    assert not widget.running and len(errors) == n + 1 and "correct the axes" in widget._status.value
+
+
+def test_measurements_in_features(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    crop = nuclei()[0][0][:200, :200]
+    viewer.add_image(crop, name="crop", scale=(0.5, 0.5))
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    inst = viewer.layers["crop instances"]
+    feats = inst.features
+    n = int(inst.data.max())
+    assert n > 5 and len(feats) == n
+    np.testing.assert_array_equal(feats["index"], np.arange(1, n + 1))  # napari's row -> label column
+    np.testing.assert_allclose(feats["area"], np.bincount(inst.data.ravel())[1:] * 0.25)
+    # napari shows a cell's row when the mouse is over it
+    y, x = np.argwhere(inst.data == 3)[0]
+    assert "area:" in inst.get_status((y * 0.5, x * 0.5), world=True)["coordinates"]
+    # re-applied settings measure again
+    widget._advanced.value = True
+    widget._min_size.value = 200
+    qtbot.waitUntil(lambda: "re-applied" in widget._status.value and not widget.running, timeout=20_000)
+    assert len(inst.features) == int(inst.data.max()) < n
+
+
+def test_edited_results_are_kept_and_ctrl_z_still_works(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    vol = _blobs((10, 64, 64), ((5, 20, 20), (5, 44, 44)), r=10, rz=4)
+    viewer.add_image(vol, name="v")
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    inst, cells = viewer.layers["v instances"], viewer.layers["v cells"]
+    # an unedited result is updated in place
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert [lay.name for lay in viewer.layers] == ["v", "v cells", "v instances"]
+    # the user erases a cell in 3D by hand
+    inst.data_setitem(tuple(np.nonzero(inst.data == inst.data[5, 20, 20])), 0)
+    edited = inst.data.copy()
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    np.testing.assert_array_equal(inst.data, edited)
+    new = viewer.layers["v instances [2]"]
+    assert new.data[5, 20, 20] > 0 and tuple(new.scale) == tuple(inst.scale)
+    assert "'v instances' was edited since Segment wrote it, so it was kept" in widget._status.value
+    assert "v cells [2]" not in [lay.name for lay in viewer.layers]  # the untouched one was updated
+    inst.undo()  # the edit is still undoable
+    assert inst.data[5, 20, 20] > 0
+    # the next Run updates the layer it wrote last instead of piling up a third
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert "v instances [3]" not in [lay.name for lay in viewer.layers]
+
+
+def test_activity_entry_shortcut_and_cancel(viewer_widget, qtbot, monkeypatch):
+    viewer, widget = viewer_widget
+    import napari_unet._widgets.segment as segment
+
+    bars = []
+
+    class Recorder(segment.progress):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.values, self.closed_ = [], False
+            bars.append(self)
+
+        def update(self, n=1):
+            super().update(n)
+            self.values.append(self.n)
+
+        def close(self):
+            self.closed_ = True
+            super().close()
+
+    monkeypatch.setattr(segment, "progress", Recorder)
+    viewer.add_image(_blobs(), name="vol")
+    # the shortcut is bound in the viewer, said in the tooltip, and runs
+    from napari.utils.key_bindings import coerce_keybinding
+
+    assert "Shift+R" in widget._run.tooltip
+    func = viewer.keymap[coerce_keybinding(segment.RUN_KEY)]
+    func(viewer)
+    assert widget.running and len(bars) == 1
+    qtbot.waitUntil(lambda: len(bars[0].values) > 1, timeout=60_000)
+    func(viewer)  # pressed again: cancel
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert widget._status.value == "cancelled" and bars[0].closed_
+    assert "vol instances" not in [lay.name for lay in viewer.layers]
+    assert bars[0].values == sorted(bars[0].values) and bars[0].values[-1] <= 1000

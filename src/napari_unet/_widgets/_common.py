@@ -103,3 +103,62 @@ def refresh_model_combo(combo, select: str | None = None) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+# ---- result layers that keep the user's hand edits (Segment) --------------------------------
+import weakref as _weakref
+import zlib as _zlib
+
+#: what the plugin last wrote into each of its layers (see :func:`mark_written`)
+_WRITTEN: _weakref.WeakKeyDictionary = _weakref.WeakKeyDictionary()
+
+
+def fingerprint(data) -> tuple:
+    """A cheap fingerprint of an array: shape, dtype and a CRC-32 of its bytes (a few ms
+    for 100 MB), to tell whether a layer's data changed since the plugin wrote it."""
+    arr = np.ascontiguousarray(np.asarray(data))
+    return arr.shape, arr.dtype.str, _zlib.crc32(memoryview(arr).cast("B")) if arr.size else 0
+
+
+def mark_written(layer, fp: tuple | None = None) -> None:
+    """Remember what the plugin just wrote into ``layer`` (``fp``: its :func:`fingerprint`,
+    computed from the layer's data if not given). Every widget that writes a result into a
+    plugin layer should call this, so that :func:`edited_since_written` stays true only for
+    the user's own edits."""
+    _WRITTEN[layer] = fp if fp is not None else fingerprint(layer.data)
+
+
+def edited_since_written(layer) -> bool:
+    """Whether ``layer``'s data changed since the plugin last wrote it (painted, filled,
+    erased by hand, or replaced). ``False`` for a layer no :func:`mark_written` call knows."""
+    fp = _WRITTEN.get(layer)
+    return fp is not None and fingerprint(layer.data) != fp
+
+
+def plugin_layers(viewer, source_name: str, kind: str, shape: tuple | None = None) -> list:
+    """Every Labels layer this plugin made for the image named ``source_name`` and ``kind``
+    (of ``shape``), in the layer list's order."""
+    out = []
+    for layer in viewer.layers:
+        tag = layer.metadata.get(_KEY) if isinstance(layer, Labels) else None
+        if tag and tag.get("source") == source_name and tag.get("kind") == kind and (
+                shape is None or tuple(layer.data.shape) == tuple(shape)):
+            out.append(layer)
+    return out
+
+
+def unique_layer_name(viewer, base: str) -> str:
+    """``base``, or ``base [2]``, ``base [3]``, ... whichever no layer has yet."""
+    names = {layer.name for layer in viewer.layers}
+    if base not in names:
+        return base
+    k = 2
+    while f"{base} [{k}]" in names:
+        k += 1
+    return f"{base} [{k}]"
+
+
+def add_plugin_labels(viewer, data: np.ndarray, source, kind: str, name: str, scale, translate, tag: dict | None = None, **kwargs) -> Labels:
+    """A new Labels layer tagged as the plugin's ``kind`` result for ``source``."""
+    meta = {_KEY: {"source": source.name, "kind": kind, **(tag or {})}}
+    return viewer.add_labels(data, name=name, metadata=meta, scale=tuple(scale), translate=tuple(translate), **kwargs)

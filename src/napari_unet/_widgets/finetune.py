@@ -1045,11 +1045,12 @@ class FinetuneWidget(Container):
         if cells is None:
             data = np.zeros(shape, np.uint8)
             data[sl] = prev.semantic
-            upsert_labels(self.viewer, data, layer, "cells", opacity=0.4)
+            _common.mark_written(upsert_labels(self.viewer, data, layer, "cells", opacity=0.4))
             QTimer.singleShot(0, lambda: self._write_instances(layer, prev, sl, shape))
         else:
             cells.data[sl] = prev.semantic
             cells.refresh()
+            _common.mark_written(cells)  # a preview, not a hand edit: Segment may replace it
             self._write_instances(layer, prev, sl, shape)
         self._preview_count += 1
         self._created = []  # the layers hold a result now
@@ -1075,7 +1076,7 @@ class FinetuneWidget(Container):
         if inst is None:
             data = np.zeros(shape, np.uint32 if int(new.max()) >= 2**16 else np.uint16)
             data[sl] = new
-            upsert_labels(self.viewer, data, layer, "instances", opacity=0.6)
+            _common.mark_written(upsert_labels(self.viewer, data, layer, "instances", opacity=0.6))
             return
         # ids in the previewed region follow the largest id outside it (in the same plane)
         plane = inst.data[tuple(sl[:-2])] if len(sl) > 2 else inst.data
@@ -1093,6 +1094,7 @@ class FinetuneWidget(Container):
         else:
             inst.data[sl] = values
             inst.refresh()
+        _common.mark_written(inst)
 
     def _plugin_layer(self, layer, kind, shape):
         for lay in self.viewer.layers:

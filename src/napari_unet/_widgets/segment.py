@@ -1,37 +1,106 @@
-"""The Segment dock widget: run a U-Net on an image layer, add cell and instance layers."""
+"""The Segment dock widget: run a U-Net on an image layer, add cell and instance layers.
+
+2D images (``YX``, RGB ``YXS``) go through :meth:`.core.inference.Segmenter.segment`, which
+keeps the class probabilities for the *Advanced settings*' instant re-apply; volumes,
+time-lapses and channels through :func:`.core.pipeline.segment_input` (3D instances, ids
+kept over time). Each instance's measurements go into the instances layer's ``features``.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
+from dataclasses import dataclass, field
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, create_widget
-from napari.layers import Image
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton, SpinBox, create_widget
+from napari.layers import Image, Tracks
 from napari.qt.threading import create_worker
+from napari.utils import progress
 from qtpy.QtCore import QTimer
 
-from ._common import Relay, active_image, model_bus, model_names, notify_error, plugin_layer, refresh_model_combo, show_info, upsert_labels
+from . import _common
+from ._common import (
+    Relay,
+    active_image,
+    add_plugin_labels,
+    edited_since_written,
+    fingerprint,
+    mark_written,
+    model_bus,
+    model_names,
+    notify_error,
+    plugin_layers,
+    refresh_model_combo,
+    show_info,
+    unique_layer_name,
+)
 
-__all__ = ["SegmentWidget"]
+__all__ = ["SegmentWidget", "RUN_KEY"]
+
+#: The keyboard shortcut for Run (not used by napari's own shortcuts).
+RUN_KEY = "Shift-R"
 
 
 class Cancelled(Exception):
     pass
 
 
-class SegmentWidget(Container):
-    """Image picker, model picker, object diameter, Run / Cancel, progress.
+@dataclass
+class _Outcome:
+    """What a worker hands to the GUI thread: labels, their measurements and tracks."""
 
-    *Advanced settings* override the model's cell threshold and smallest object size. The
-    class probabilities of the last 2D image segmented are kept, so changing either
-    re-applies the post-processing to it at once, without running the network again.
+    semantic: np.ndarray
+    instances: np.ndarray
+    notes: list
+    n_cells: int
+    features: object = None  # a pandas DataFrame, one row per cell (per frame over time)
+    tracks: np.ndarray | None = None  # (track_id, t, [z,] y, x), for a time-lapse
+    probs: np.ndarray | None = None  # a 2D image's class probabilities (re-apply)
+    diameter: float | None = None
+    written: tuple = ()  # fingerprints of semantic and instances
+    extra: list = field(default_factory=list)  # notes on the measurements
+    spacing: tuple | None = None  # the pixel size the measurements are in (None: pixels)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """The result layers' axes (the image's without C and S), scale and translate."""
+
+    axes: str
+    scale: tuple
+    translate: tuple
+
+
+class SegmentWidget(Container):
+    """Image picker, axes, model picker, object diameter, Run / Cancel, progress.
+
+    *Axes* names the image's dimensions (guessed from its shape, editable); a Z axis gives
+    3D instances (*Anisotropy* from the layer's scale), a T axis ids kept over time, a C
+    axis a *Channel* to segment. *Advanced settings* override the model's cell threshold
+    and smallest object size. The class probabilities of the last 2D image segmented are
+    kept, so changing either re-applies the post-processing to it at once, without running
+    the network again. A result layer edited by hand is never overwritten: Run then writes
+    into a new layer.
     """
 
     def __init__(self, napari_viewer):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self._image = create_widget(annotation=Image, label="Image")
+        self._axes = LineEdit(label="Axes", value="",
+                              tooltip="One letter per dimension of the image: T (time), Z (depth), C (channel), "
+                                      "Y, X (height, width), S (RGB samples); e.g. ZYX, TYX, CYX, TZCYX. "
+                                      "Guessed from the shape: correct it if it is wrong.")
+        self._anisotropy = FloatSpinBox(label="Anisotropy", value=1.0, min=0.01, max=1000, step=0.5, visible=False,
+                                        tooltip="Z step over the XY pixel size (3 = planes 3 pixels apart); "
+                                                "filled from the layer's scale")
+        self._anisotropy.native.setDecimals(3)
+        self._channel = SpinBox(label="Channel", value=0, min=0, max=0, visible=False,
+                                tooltip="The channel (along C, counted from 0) to segment")
+        self._plan = Label(label="", value="")
+        self._plan.native.setWordWrap(True)
         self._model = ComboBox(label="Model", choices=self._model_choices,
                                tooltip="The network to run; the shipped ones need no training (hover for what each is for)")
         self._diameter = FloatSpinBox(label="Cell diameter (px)", value=0, min=0, max=2000, step=1,
@@ -49,24 +118,35 @@ class SegmentWidget(Container):
                                       tooltip="Objects with fewer pixels are dropped. Changing it updates the last result at once.")
         self._min_size.native.setDecimals(0)
         self._min_size.native.setSpecialValueText("model's own")
-        self._run = PushButton(text="Run", tooltip="Segment the image in the background (press again to cancel)")
+        self._run = PushButton(text="Run", tooltip="Segment the image in the background (press again to cancel). "
+                                                   f"Shortcut in the viewer: {RUN_KEY.replace('-', '+')}")
         self._progress = ProgressBar(label="", min=0, max=1000, value=0, visible=False)
         self._status = Label(label="", value="")
         self._status.native.setWordWrap(True)  # long notes wrap instead of widening the dock
-        self.extend([self._image, self._model, self._diameter, self._estimate, self._advanced, self._threshold,
-                     self._min_size, self._run, self._progress, self._status])
+        self.extend([self._image, self._axes, self._anisotropy, self._channel, self._plan, self._model, self._diameter,
+                     self._estimate, self._advanced, self._threshold, self._min_size, self._run, self._progress, self._status])
         self._relay = Relay()
         self._relay.progress.connect(self._on_progress)
         self._run.changed.connect(self._on_run)
         self._estimate.changed.connect(lambda v: setattr(self._diameter, "enabled", not v))
         self._advanced.changed.connect(self._show_advanced)
         self._worker = None
+        self._pbar = None  # the entry in napari's activity panel while a worker runs
         self._cancel = threading.Event()
         self._segmenters: dict = {}
         self._t0 = 0.0
         # the last 2D result's probabilities, to re-apply changed settings without the network
         self._last: dict | None = None
         self._pending = False  # settings changed while a worker ran
+        # axes the user typed, per layer: {layer: (shape, axes)}
+        self._typed_axes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # anisotropy the user typed, per layer: {layer: (the scale's anisotropy then, value)}
+        self._typed_aniso: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._filling = False  # the widget itself is filling the axes / anisotropy boxes
+        self._aniso_scale: float | None = None  # the anisotropy the layer's scale gives
+        self._watched = None  # the image layer whose data / scale events we follow
+        # the layer each (image name, kind) result went into last
+        self._recent: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._debounce = QTimer()
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(250)
@@ -75,11 +155,18 @@ class SegmentWidget(Container):
         self._min_size.changed.connect(self._settings_changed)
         self._model.changed.connect(lambda *_: self._advanced.value and self._show_model_settings())
         self._model.changed.connect(self._describe_model)
+        self._image.changed.connect(self._image_changed)
+        self._axes.changed.connect(self._axes_typed)
+        self._axes.native.editingFinished.connect(self._axes_entered)
+        self._anisotropy.changed.connect(self._anisotropy_typed)
+        self._channel.changed.connect(lambda *_: self._describe_plan())
         self.viewer.layers.selection.events.active.connect(self._follow_active)
         model_bus.changed.connect(self.refresh_models)
-        self.native.destroyed.connect(lambda *_: self._cancel.set())  # a closed dock stops its worker
+        self.viewer.bind_key(RUN_KEY, self._key_run, overwrite=True)
+        self.native.destroyed.connect(self._closed)  # a closed dock stops its worker
         self.reset_choices()
         self._follow_active()
+        self._image_changed()
         self._describe_model()
 
     # ---- pickers ---------------------------------------------------------------------
@@ -102,6 +189,193 @@ class SegmentWidget(Container):
             if layer in self._image.choices:
                 self._image.value = layer
 
+    def _key_run(self, viewer=None):
+        try:
+            self._on_run()
+        except RuntimeError:  # the dock is gone
+            pass
+
+    def _closed(self, *_):
+        self._cancel.set()
+        self._watch(None)
+        try:  # hand the shortcut back unless another Segment dock took it since
+            unbound = self.viewer.bind_key(RUN_KEY, None)
+            if unbound is not None and unbound != self._key_run:
+                self.viewer.bind_key(RUN_KEY, unbound, overwrite=True)
+        except Exception:  # noqa: BLE001 - the viewer is closing too
+            pass
+
+    # ---- axes, anisotropy, channel -------------------------------------------------------
+    def _watch(self, layer):
+        """Follow the picked image's data and scale (its axes and anisotropy depend on them)."""
+        old = self._watched
+        if old is not None:
+            for ev in (old.events.data, old.events.scale):
+                ev.disconnect(self._layer_changed)
+        self._watched = layer
+        if layer is not None:
+            for ev in (layer.events.data, layer.events.scale):
+                ev.connect(self._layer_changed)
+
+    def _layer_changed(self, event=None):
+        try:
+            self._fill_axes()
+        except RuntimeError:  # the dock was closed
+            self._watch(None)
+
+    def _image_changed(self, *_):
+        layer = self._image.value
+        if layer is not self._watched:
+            self._watch(layer)
+        self._fill_axes()
+
+    def _fill_axes(self):
+        """The picked layer's axes (typed by the user for it, else guessed), anisotropy, channel."""
+        layer = self._image.value
+        self._filling = True
+        try:
+            if layer is None:
+                self._axes.value = ""
+            else:
+                shape = tuple(_plane_data(layer).shape)
+                typed = self._typed_axes.get(layer)
+                if typed is not None and typed[0] == shape:
+                    axes = typed[1]
+                else:
+                    try:
+                        from ..core.axes import guess_axes
+
+                        axes = guess_axes(shape, rgb=bool(layer.rgb))
+                    except ValueError:
+                        axes = ""
+                self._axes.value = axes
+            self._fill_anisotropy()
+        finally:
+            self._filling = False
+        self._describe_plan()
+
+    def _parsed_axes(self, notify: bool = False) -> str | None:
+        """The Axes box checked against the picked image; ``None`` (and a notification with
+        ``notify``) when it does not fit."""
+        axes, error = self._check_axes()
+        if error is not None and notify:
+            notify_error(error, "Axes")
+        return axes
+
+    def _check_axes(self) -> tuple[str | None, ValueError | None]:
+        layer = self._image.value
+        if layer is None:
+            return None, None
+        from ..core.axes import parse_axes
+
+        try:
+            axes = parse_axes(self._axes.value, _plane_data(layer).shape, option="axes")
+            if layer.rgb and not axes.endswith(("S", "C")):
+                raise ValueError(f"axes {axes}: '{layer.name}' is an RGB layer, its last axis holds the colours (S)")
+        except ValueError as exc:
+            return None, exc
+        return axes, None
+
+    def _axes_typed(self, *_):
+        if self._filling:
+            return
+        axes = self._parsed_axes()
+        layer = self._image.value
+        if axes is not None and layer is not None:
+            self._typed_axes[layer] = (tuple(_plane_data(layer).shape), axes)
+        self._filling = True
+        try:
+            self._fill_anisotropy()
+        finally:
+            self._filling = False
+        self._describe_plan()
+
+    def _axes_entered(self):
+        if self._image.value is not None and self._parsed_axes(notify=True) is not None:
+            self._axes.value = self._parsed_axes()  # the canonical (upper case) spelling
+
+    def _fill_anisotropy(self):
+        """Anisotropy from the layer's scale (z step / y pixel size); the Channel range."""
+        layer, axes = self._image.value, self._parsed_axes()
+        self._aniso_scale = None
+        has_z = axes is not None and "Z" in axes
+        has_c = axes is not None and "C" in axes
+        if has_z:
+            dims = _layer_dims(layer, axes)
+            if "Z" in dims and "Y" in dims:
+                sz, sy = abs(float(layer.scale[dims.index("Z")])), abs(float(layer.scale[dims.index("Y")]))
+                if sz > 0 and sy > 0:
+                    self._aniso_scale = sz / sy
+                    value = sz / sy
+                    typed = self._typed_aniso.get(layer)
+                    if typed is not None and typed[0] == self._aniso_scale:
+                        value = typed[1]  # what the user typed for this layer (its scale unchanged)
+                    self._anisotropy.value = min(max(value, self._anisotropy.min), self._anisotropy.max)
+        if has_c:
+            n = int(_plane_data(layer).shape[axes.index("C")])
+            self._channel.max = max(n - 1, 0)
+            self._channel.value = min(self._channel.value, n - 1)
+        self._anisotropy.visible = has_z
+        self._channel.visible = has_c
+
+    def _anisotropy_typed(self, *_):
+        layer = self._image.value
+        if not self._filling and layer is not None and self._aniso_scale is not None:
+            self._typed_aniso[layer] = (self._aniso_scale, float(self._anisotropy.value))
+        self._describe_plan()
+
+    def _anisotropy_value(self) -> tuple[float, str]:
+        """The anisotropy to use and where it comes from."""
+        value = float(self._anisotropy.value)
+        if self._aniso_scale is not None and abs(value - self._aniso_scale) <= 0.0005 * max(1.0, self._aniso_scale):
+            return self._aniso_scale, "from the layer scale"
+        return value, "set here"
+
+    def _describe_plan(self):
+        """Say what Run will do with the picked image and its axes."""
+        try:
+            self._plan.value = self._plan_text()
+        except RuntimeError:  # the dock was closed
+            pass
+
+    def _plan_text(self) -> str:
+        layer = self._image.value
+        if layer is None:
+            return ""
+        axes, error = self._check_axes()
+        if error is not None:
+            return f"{error} - correct the axes to run"
+        shape = dict(zip(axes, _plane_data(layer).shape))
+        parts = []
+        if "Z" in axes:
+            a, src = self._anisotropy_value()
+            vol = f"{shape['Z']} planes, anisotropy {a:.3g} ({src})"
+            from ..core.stack import MIN_PLANES_3D
+
+            how = "3D instances" if shape["Z"] >= MIN_PLANES_3D else "3D instances linked plane to plane (few planes)"
+            if "T" in axes:
+                parts.append(f"time-lapse of {shape['T']} 3D volumes, {vol}, {how}, ids kept over time")
+            else:
+                parts.append(f"3D volume, {vol}, {how}")
+        elif "T" in axes:
+            parts.append(f"time-lapse, {shape['T']} frames, ids kept over time")
+        elif "S" in axes:
+            parts.append("RGB image, segmented as one grayscale channel")
+        else:
+            parts.append(f"2D image, {shape['Y']} x {shape['X']} px")
+        if "C" in axes:
+            parts.append(f"channel {self._channel.value} of {shape['C']} ({shape['C']} channels)")
+        return "; ".join(parts)
+
+    def _geometry(self, layer, axes: str) -> _Geometry:
+        """Axes, scale and translate of the result layers: the image's without C and S."""
+        from ..core.axes import labels_axes
+
+        dims = _layer_dims(layer, axes)
+        keep = [i for i, ch in enumerate(dims) if ch not in "CS"]
+        return _Geometry(labels_axes(axes), tuple(float(layer.scale[i]) for i in keep),
+                         tuple(float(layer.translate[i]) for i in keep))
+
     # ---- running ---------------------------------------------------------------------
     @property
     def running(self) -> bool:
@@ -116,7 +390,12 @@ class SegmentWidget(Container):
         if layer is None:
             show_info("Open an image first (File > Open Sample > napari-unet for an example)")
             return
+        axes = self._parsed_axes(notify=True)
+        if axes is None:
+            self._status.value = "correct the axes, then press Run"
+            return
         data = _plane_data(layer)
+        geometry = self._geometry(layer, axes)
         diameter = "auto" if self._estimate.value else (self._diameter.value or None)
         self._cancel.clear()
         self._t0 = time.perf_counter()
@@ -125,12 +404,22 @@ class SegmentWidget(Container):
         self._progress.visible = True
         self._status.value = "loading model..."
         key = (self._model.value, diameter)
-        worker = create_worker(self._work, data, bool(layer.rgb), self._model.value, diameter, self._overrides(),
-                               _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda res, layer=layer, data=data, key=key: self._on_done(layer, res, data, key))
+        if axes in ("YX", "YXS"):  # 2D: the probabilities are kept for the instant re-apply
+            worker = create_worker(self._work, data, axes == "YXS", self._model.value, diameter, self._overrides(),
+                                   geometry.scale, _start_thread=False, _ignore_errors=True)
+        else:
+            from ..core.pipeline import Input
+
+            inp = Input(data, axes, self._anisotropy_value()[0] if "Z" in axes else 1.0,
+                        int(self._channel.value) if "C" in axes else None)
+            worker = create_worker(self._work_stack, inp, self._model.value, diameter, self._overrides(), geometry,
+                                   _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(
+            lambda res, layer=layer, data=data, key=key, geometry=geometry: self._on_done(layer, res, data, key, geometry))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
+        self._open_activity(f"U-Net: segmenting '{layer.name}'")
         worker.start()
 
     def _segmenter(self, name: str):
@@ -149,67 +438,188 @@ class SegmentWidget(Container):
             return None, None
         return (self._threshold.value or None), (int(round(self._min_size.value)) or None)
 
-    def _work(self, data, rgb: bool, model: str, diameter, overrides=(None, None)):
-        seg = self._segmenter(model)
-        seg.threshold, seg.min_size = overrides
-        seg.keep_probs = True
-
-        def progress(frac: float, msg: str):
+    def _progress_fn(self):
+        def progress_cb(frac: float, msg: str):
             if self._cancel.is_set():
                 raise Cancelled()
             self._relay.progress.emit(frac, msg)
 
-        return seg.segment(np.asarray(data), diameter=diameter, rgb=rgb, progress=progress)
+        return progress_cb
+
+    def _work(self, data, rgb: bool, model: str, diameter, overrides=(None, None), spacing=None):
+        """A 2D image (or RGB): labels, probabilities and measurements (worker thread)."""
+        seg = self._segmenter(model)
+        seg.threshold, seg.min_size = overrides
+        seg.keep_probs = True
+        image = np.asarray(data)
+        res = seg.segment(image, diameter=diameter, rgb=rgb, progress=self._progress_fn())
+        out = _Outcome(res.semantic, res.instances, list(res.notes), int(res.instances.max()), probs=res.probs,
+                       diameter=res.diameter)
+        self._measure(out, lambda sp: _measure_2d(res.instances, image, sp), spacing)
+        return out
+
+    def _work_stack(self, inp, model: str, diameter, overrides, geometry: _Geometry):
+        """Volumes, time-lapses, channels: :func:`.core.pipeline.segment_input` (worker thread)."""
+        from ..core.pipeline import segment_input
+
+        seg = self._segmenter(model)
+        seg.threshold, seg.min_size = overrides
+        seg.keep_probs = False
+        inp.data = np.asarray(inp.data)
+        res = segment_input(seg, inp, diameter, self._progress_fn())
+        out = _Outcome(res.semantic, res.instances, list(res.notes), res.n_cells)
+
+        def columns(spacing):
+            res.spacing = spacing or ()  # in the layer's units
+            return res.measurements()
+
+        self._measure(out, columns, geometry.scale)
+        if "T" in res.axes and res.axes in ("TYX", "TZYX"):  # (a Tracks layer needs T first)
+            from ..core.stack import tracks_from_labels
+
+            out.tracks = tracks_from_labels(res.instances)
+        return out
+
+    def _measure(self, out: _Outcome, columns, spacing):
+        """Measurements as a features table (one row per cell, napari's ``index`` column
+        = the label) in the units of ``spacing`` (the layer's scale), and the fingerprints
+        of the labels (worker thread). ``columns(spacing)`` measures."""
+        progress_cb = self._progress_fn()
+        progress_cb(1.0, f"measuring {out.n_cells} cells...")
+        try:
+            try:
+                out.features, out.spacing = _features(columns(spacing)), spacing
+            except NotImplementedError:  # scikit-image's 2D perimeter needs square pixels
+                out.features, out.spacing = _features(columns(None)), None
+                out.extra.append("measured in pixels: the layer's pixels are not square")
+        except Exception as exc:  # noqa: BLE001 - the labels are worth showing without them
+            out.extra.append(f"measurements failed: {exc.__class__.__name__}: {exc}")
+        out.written = (fingerprint(out.semantic), fingerprint(out.instances))
 
     def _on_progress(self, frac: float, msg: str):
         try:
-            self._progress.value = int(1000 * min(max(frac, 0.0), 1.0))
+            value = int(1000 * min(max(frac, 0.0), 1.0))
+            self._progress.value = value
             self._status.value = msg
         except RuntimeError:  # the dock was closed under a running worker: stop it
             self._cancel.set()
+            return
+        pbar = self._pbar
+        if pbar is not None:
+            pbar.update(max(value - pbar.n, 0))
+            pbar.set_description(f"U-Net: {msg}")
 
-    def _on_done(self, layer, res, data=None, key=None, reapplied: bool = False):
+    def _open_activity(self, text: str):
+        self._close_activity()
+        self._pbar = progress(total=1000)
+        self._pbar.set_description(text)
+
+    def _close_activity(self):
+        pbar, self._pbar = self._pbar, None
+        if pbar is not None:
+            pbar.close()
+
+    def _on_done(self, layer, res: _Outcome, data=None, key=None, geometry: _Geometry | None = None, reapplied: bool = False):
         try:
-            self._show_result(layer, res)
+            targets = self._show_result(layer, res, geometry)
         except RuntimeError:  # the viewer was closed while the worker ran: nothing to show
             return
-        # what was written, to tell whether the user has edited the layers since
-        written = (res.semantic.copy(), res.instances.copy())
-        if reapplied and self._last is not None:
-            self._last["written"] = written
-        elif res.probs is not None and layer in self.viewer.layers:
+        if targets is None:
+            self._last = None
+        elif reapplied and self._last is not None:
+            self._last["targets"] = targets
+        elif res.probs is not None:
             self._last = {"layer": layer, "data": data, "key": key, "probs": res.probs, "diameter": res.diameter,
-                          "notes": list(res.notes), "written": written}
+                          "notes": list(res.notes), "targets": targets, "geometry": geometry}
         else:
             self._last = None
 
-    def _show_result(self, layer, res):
+    def _target(self, source, kind: str, shape) -> tuple:
+        """The plugin layer to write ``kind`` into (``None``: a new one), and the layers
+        kept because they were edited since the plugin wrote them."""
+        candidates = plugin_layers(self.viewer, source.name, kind, shape)
+        edited = [lay for lay in candidates if edited_since_written(lay)]
+        free = [lay for lay in candidates if lay not in edited]
+        recent = self._recent.get((source.name, kind))
+        target = recent if recent is not None and recent in free else (free[-1] if free else None)
+        return target, edited
+
+    def _write(self, source, kind: str, data: np.ndarray, fp, geometry: _Geometry, notes: list, **kwargs):
+        target, edited = self._target(source, kind, data.shape)
+        if target is not None:
+            target.data = data
+            target.scale = geometry.scale
+            target.translate = geometry.translate
+            target.metadata[_common._KEY]["axes"] = geometry.axes
+        else:
+            name = unique_layer_name(self.viewer, f"{source.name} {kind}")
+            target = add_plugin_labels(self.viewer, data, source, kind, name, geometry.scale, geometry.translate,
+                                       tag={"axes": geometry.axes}, **kwargs)
+            if edited:
+                which = ", ".join(f"'{lay.name}'" for lay in edited)
+                was, it = ("was", "it was") if len(edited) == 1 else ("were", "they were")
+                notes.append(f"{which} {was} edited since Segment wrote it, so {it} kept: the new {kind} are in '{target.name}'")
+        mark_written(target, fp if target.data is data else None)
+        self._recent[(source.name, kind)] = target
+        return target
+
+    def _show_result(self, layer, res: _Outcome, geometry: _Geometry | None):
         if layer not in self.viewer.layers:
             self._status.value = "image removed; results not added"
             show_info(f"'{layer.name}' was removed while it was segmented; results not added")
-            return
-        upsert_labels(self.viewer, res.semantic, layer, "cells", opacity=0.4)
-        upsert_labels(self.viewer, res.instances, layer, "instances", opacity=0.6)
-        n = int(res.instances.max())
+            return None
+        if geometry is None:
+            geometry = self._geometry(layer, self._parsed_axes() or ("YXS" if layer.rgb else "YX"))
+        kept: list[str] = []
+        fps = res.written or (None, None)
+        cells = self._write(layer, "cells", res.semantic, fps[0], geometry, kept, opacity=0.4)
+        inst = self._write(layer, "instances", res.instances, fps[1], geometry, kept, opacity=0.6)
+        inst.features = res.features if res.features is not None else {}  # (never a stale table)
+        inst.metadata[_common._KEY]["spacing"] = tuple(res.spacing) if res.spacing else (1.0,) * inst.ndim
+        self._show_tracks(layer, res, geometry)
+        n = res.n_cells
         secs = time.perf_counter() - self._t0
         msg = f"{n} cells in {secs:.1f} s"
-        if res.notes:
-            msg += " (" + "; ".join(res.notes) + ")"
+        notes = list(res.notes) + list(res.extra)
+        if notes:
+            msg += " (" + "; ".join(notes) + ")"
+        if kept:
+            msg += ". " + "; ".join(kept)
         self._status.value = msg
         show_info(f"U-Net: {msg}")
+        return cells, inst
+
+    def _show_tracks(self, layer, res: _Outcome, geometry: _Geometry):
+        """A Tracks layer ``<image> tracks`` of a time-lapse's cells (replaced at each Run)."""
+        old = [lay for lay in self.viewer.layers if isinstance(lay, Tracks)
+               and (lay.metadata.get(_common._KEY) or {}).get("source") == layer.name]
+        if res.tracks is None:  # not a time-lapse
+            return
+        for lay in old:
+            self.viewer.layers.remove(lay)
+        if len(res.tracks) == 0:
+            return
+        self.viewer.add_tracks(res.tracks, name=unique_layer_name(self.viewer, f"{layer.name} tracks"),
+                               scale=geometry.scale, translate=geometry.translate, tail_length=10,
+                               metadata={_common._KEY: {"source": layer.name, "kind": "tracks"}})
 
     def _on_error(self, exc):
+        self._close_activity()
         if isinstance(exc, Cancelled):
             try:
                 self._status.value = "cancelled"
             except RuntimeError:  # cancelled because the dock was closed
                 pass
             return
-        self._status.value = "failed"
+        try:
+            self._status.value = "failed"
+        except RuntimeError:
+            pass
         notify_error(exc, "Segmentation")
 
     def _on_finished(self):
         self._worker = None
+        self._close_activity()
         try:
             self._run.text = "Run"
             self._progress.visible = False
@@ -259,28 +669,32 @@ class SegmentWidget(Container):
         if layer not in self.viewer.layers or data is not last["data"] or model != self._model.value:
             self._last = None  # the image or the model changed: the next Run starts afresh
             return
-        for kind, arr in zip(("cells", "instances"), last["written"]):
-            out = plugin_layer(self.viewer, layer, kind, arr.shape)
-            if out is not None and not np.array_equal(np.asarray(out.data), arr):
+        for out in last["targets"]:
+            if out not in self.viewer.layers:
+                self._last = None  # a result layer was removed: the next Run makes it again
+                return
+            if edited_since_written(out):
                 self._last = None  # never overwrite the user's corrections without a Run
-                self._status.value = f"'{out.name}' was edited: press Run to segment with the new settings"
+                self._status.value = f"'{out.name}' was edited: press Run to segment with the new settings (into a new layer)"
                 show_info(f"U-Net: '{out.name}' was edited, so it was not updated; press Run to apply the new settings")
                 return
         self._t0 = time.perf_counter()
         self._status.value = "applying the new settings..."
         overrides = self._overrides()
+        geometry = last["geometry"]
+        self._cancel.clear()
 
         def work():
             seg = self._segmenter(model)
             seg.threshold, seg.min_size = overrides
             semantic, instances = seg.postprocess(last["probs"], last["diameter"])
-            from ..core.inference import Segmentation
-
-            return Segmentation(semantic, instances, last["notes"] + ["settings re-applied without re-running the network"],
-                                last["diameter"])
+            out = _Outcome(semantic, instances, last["notes"] + ["settings re-applied without re-running the network"],
+                           int(instances.max()), diameter=last["diameter"])
+            self._measure(out, lambda sp: _measure_2d(instances, np.asarray(data), sp), geometry.scale)
+            return out
 
         worker = create_worker(work, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda res: self._on_done(layer, res, reapplied=True))
+        worker.returned.connect(lambda res: self._on_done(layer, res, geometry=geometry, reapplied=True))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
@@ -291,3 +705,24 @@ class SegmentWidget(Container):
 def _plane_data(layer: Image):
     """The array Segment runs on: the layer's data, its full resolution if multiscale."""
     return layer.data[0] if layer.multiscale else layer.data
+
+
+def _layer_dims(layer: Image, axes: str) -> str:
+    """The letters of the layer's own dimensions: an RGB layer's colour axis is not one."""
+    return axes[:-1] if layer.rgb else axes
+
+
+def _measure_2d(instances: np.ndarray, image: np.ndarray, spacing) -> dict:
+    from ..core.measure import measure
+
+    return measure(instances, image, spacing)
+
+
+def _features(columns: dict):
+    """Measurement columns as a napari features table: one row per cell, with napari's
+    ``index`` column (the label value each row belongs to)."""
+    import pandas as pd
+
+    table = pd.DataFrame({k: np.asarray(v) for k, v in columns.items()})
+    table["index"] = table["label"].to_numpy()
+    return table
