@@ -46,7 +46,8 @@ def compute(seg, sets, limit, cache: Path | None):
                 t0 = time.perf_counter()
                 plane = as_planes(raw)[0][0]
                 limits = percentiles(plane, *seg.percentiles)
-                d = seg.estimate_diameter(plane, limits) or seg.loaded.image_diameter or seg.loaded.diameter
+                auto = seg.loaded.meta.get("default_diameter") == "auto"
+                d = (seg.estimate_diameter(plane, limits) if auto else None) or seg.loaded.image_diameter or seg.loaded.diameter
                 probs = seg.probabilities(plane, d, limits).astype(np.float16)
                 secs = time.perf_counter() - t0
                 if f is not None:

@@ -58,6 +58,28 @@ def cells(out: Path):
     viewer.close()
 
 
+def default_model(out: Path, image: str, name: str):
+    """The default model, nothing chosen, on a val image no shipped model was trained on."""
+    import tifffile
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    viewer = napari.Viewer()
+    viewer.window._qt_window.resize(1400, 850)
+    img = tifffile.imread(data / image)
+    viewer.add_image(img, name=name, rgb=img.ndim == 3)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _, table = viewer.window.add_plugin_dock_widget("napari-unet", "Measurements")
+    widget._on_run()
+    wait(lambda: not widget.running)
+    viewer.layers[f"{name} cells"].visible = False
+    viewer.layers[f"{name} instances"].contour = 2
+    viewer.layers.selection.active = viewer.layers[f"{name} instances"]
+    viewer.reset_view()
+    wait(lambda: True)
+    viewer.screenshot(str(out), canvas_only=False)
+    viewer.close()
+
+
 def finetune(out: Path, seconds: float = 25):
     """Fine-tune on simulated strokes on the phase-contrast sample; shot while training."""
     import tifffile
@@ -96,6 +118,10 @@ if __name__ == "__main__":
     if which in ("all", "cells"):
         cells(out / "screenshot_cells.png")
         print("wrote", out / "screenshot_cells.png")
+    if which in ("all", "default"):
+        default_model(out / "screenshot_tissue.png", "dsb2018/val/ad473063dab4.tif", "stained tissue (dsb2018 val)")
+        default_model(out / "screenshot_phase.png", "usiigaci/val/val_set50.tif", "phase contrast (usiigaci val_set50)")
+        print("wrote", out / "screenshot_tissue.png", out / "screenshot_phase.png")
     if which in ("all", "finetune"):
         finetune(out / "screenshot_finetune.png")
         print("wrote", out / "screenshot_finetune.png")

@@ -41,3 +41,13 @@ def shipped_model():
     if DEFAULT_MODEL not in names:
         pytest.fail(f"shipped model {DEFAULT_MODEL!r} missing from src/napari_unet/weights")
     return DEFAULT_MODEL
+
+
+@pytest.fixture
+def finetune_base():
+    """Name of the model fine-tuning starts from unless told (FINETUNE_BASE)."""
+    from napari_unet.core.models import FINETUNE_BASE, list_models
+
+    if FINETUNE_BASE not in [m.name for m in list_models() if m.source == "shipped"]:
+        pytest.fail(f"shipped model {FINETUNE_BASE!r} missing from src/napari_unet/weights")
+    return FINETUNE_BASE

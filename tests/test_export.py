@@ -14,11 +14,9 @@ from napari_unet.cli import main
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
-    """The shipped default model exported once through the command line."""
-    from napari_unet.core.models import DEFAULT_MODEL
-
+    """The shipped nuclei model exported once through the command line."""
     out = tmp_path_factory.mktemp("bioimageio") / "nuclei.zip"
-    assert main(["export", DEFAULT_MODEL, "--output", str(out), "-q"]) == 0
+    assert main(["export", "nuclei", "--output", str(out), "-q"]) == 0
     return out
 
 

@@ -46,9 +46,9 @@ def test_simulated_strokes_look_like_a_person_painted(em):
     assert 0.003 < (ann > 0).mean() < 0.03
 
 
-def test_finetune_improves_score_on_held_out_strokes(em, shipped_model):
+def test_finetune_improves_score_on_held_out_strokes(em, finetune_base):
     img, lab, ann = em
-    trainer, info = make_finetuner(img, ann, shipped_model, time_budget=12)
+    trainer, info = make_finetuner(img, ann, finetune_base, time_budget=12)
     assert info.held_out and info.kinds == ["sparse"] and "sparse strokes" in info.reading
     assert info.labeled["cell"] > 0 and info.labeled["not cell"] > 0
     events = list(FinetuneSession(trainer, info, threads=default_threads()).run())
@@ -72,54 +72,54 @@ def test_finetune_improves_score_on_held_out_strokes(em, shipped_model):
     def agreement(model):
         return ((predict_probs(model.eval(), x)[0] < 0.5)[painted] == (ann[painted] == 1)).mean()
 
-    assert agreement(trainer.model) > agreement(load_model(shipped_model).model)
+    assert agreement(trainer.model) > agreement(load_model(finetune_base).model)
     # revert: back to the base weights
     revert_to_base(trainer, info)
     assert labeled_miou(trainer.model.eval(), trainer.val) == pytest.approx(base.val_score, abs=1e-6)
 
 
-def test_bad_annotations_give_clear_errors(em, shipped_model):
+def test_bad_annotations_give_clear_errors(em, finetune_base):
     img, lab, ann = em
     with pytest.raises(ValueError, match="empty"):
-        make_finetuner(img, np.zeros_like(ann), shipped_model)
+        make_finetuner(img, np.zeros_like(ann), finetune_base)
     with pytest.raises(ValueError, match="only one class"):
-        make_finetuner(img, np.where(ann == 1, 1, 0).astype(np.uint8), shipped_model)
+        make_finetuner(img, np.where(ann == 1, 1, 0).astype(np.uint8), finetune_base)
     with pytest.raises(ValueError, match="shape"):
-        make_finetuner(img, ann[:100], shipped_model)
+        make_finetuner(img, ann[:100], finetune_base)
     with pytest.raises(ValueError, match="one annotation per image"):
-        make_finetuner([img, img], [ann], shipped_model)
+        make_finetuner([img, img], [ann], finetune_base)
     with pytest.raises(ValueError, match="negative"):
-        make_finetuner(img, ann.astype(np.int16) - 1, shipped_model)
+        make_finetuner(img, ann.astype(np.int16) - 1, finetune_base)
     with pytest.raises(ValueError, match="integer"):
-        make_finetuner(img, ann + 0.5, shipped_model)
+        make_finetuner(img, ann + 0.5, finetune_base)
     with pytest.raises(ValueError, match="no model named"):
         make_finetuner(img, ann, "no-such-model")
 
 
-def test_readings_stacks_rgb_and_instances(em, shipped_model):
+def test_readings_stacks_rgb_and_instances(em, finetune_base):
     img, lab, ann = em
     # dense instance annotation: ids > 2, validated on itself
-    _, info = make_finetuner(img[:96, :96], lab[:96, :96].astype(np.uint16) + 0, shipped_model)
+    _, info = make_finetuner(img[:96, :96], lab[:96, :96].astype(np.uint16) + 0, finetune_base)
     assert info.kinds == ["instances"] and "instance annotation" in info.reading and not info.held_out
     # dense semantic labels
     dense = np.where(lab > 0, 1, 2).astype(np.uint8)
-    _, info = make_finetuner(img, dense, shipped_model)
+    _, info = make_finetuner(img, dense, finetune_base)
     assert info.kinds == ["dense"] and "dense labels" in info.reading
     # a stack with one annotated plane, and an RGB image
     stack = np.stack([img, img[::-1]])
     ann3 = np.zeros(stack.shape, np.uint8)
     ann3[1] = ann
-    _, info = make_finetuner(stack, ann3, shipped_model)
+    _, info = make_finetuner(stack, ann3, finetune_base)
     assert info.kinds == ["sparse"]
     rgb = np.repeat(img[..., None], 3, -1)
-    _, info = make_finetuner(rgb, ann, shipped_model)
+    _, info = make_finetuner(rgb, ann, finetune_base)
     assert info.kinds == ["sparse"]
     assert describe_reading(["sparse", "instances"]).startswith("mixed")
 
 
-def test_session_previews_stop_and_threads(em, shipped_model):
+def test_session_previews_stop_and_threads(em, finetune_base):
     img, lab, ann = em
-    trainer, info = make_finetuner(img, ann, shipped_model, time_budget=None)
+    trainer, info = make_finetuner(img, ann, finetune_base, time_budget=None)
     req = PreviewRequest(np.stack([img, img]), (1,), (10, 138, 20, 84), key="k")
     session = FinetuneSession(trainer, info, request=lambda: req, preview_every_s=0.5, first_preview_s=0.2, threads=1)
     before = torch.get_num_threads()
@@ -142,9 +142,9 @@ def test_session_previews_stop_and_threads(em, shipped_model):
     assert trainer.best_state is not None  # Stop kept the best weights
 
 
-def test_collapse_is_flagged(em, shipped_model):
+def test_collapse_is_flagged(em, finetune_base):
     img, lab, ann = em
-    trainer, info = make_finetuner(img, ann, shipped_model)
+    trainer, info = make_finetuner(img, ann, finetune_base)
     session = FinetuneSession(trainer, info, request=lambda: PreviewRequest(img), collapse_after_s=0)
     with torch.no_grad():
         trainer.model.head.bias[:] = torch.tensor([50.0, -50.0, -50.0])  # everything background
@@ -155,15 +155,15 @@ def test_collapse_is_flagged(em, shipped_model):
     assert p.collapsed == "everything" and p.cell_fraction == 1.0
 
 
-def test_save_finetuned_by_name_and_path(em, shipped_model, tmp_path):
+def test_save_finetuned_by_name_and_path(em, finetune_base, tmp_path):
     img, lab, ann = em
-    trainer, info = make_finetuner(img, ann, shipped_model, time_budget=2)
+    trainer, info = make_finetuner(img, ann, finetune_base, time_budget=2)
     for _ in FinetuneSession(trainer, info, threads=default_threads()).run():
         pass
     path = save_finetuned(trainer, "em strokes", info)
     assert [m for m in list_models() if m.name == "em strokes" and m.source == "user"]
     loaded = load_model("em strokes")
-    base = load_model(shipped_model)
+    base = load_model(finetune_base)
     assert loaded.meta["base"]["name"] == base.name
     assert loaded.meta["diameter"] == base.meta["diameter"]
     ft = loaded.meta["finetune"]
@@ -186,7 +186,7 @@ def test_save_finetuned_by_name_and_path(em, shipped_model, tmp_path):
     with pytest.raises(FileExistsError):
         save_finetuned(trainer, "em strokes", info)
     with pytest.raises(ValueError, match="shipped"):
-        save_finetuned(trainer, shipped_model, info)
+        save_finetuned(trainer, finetune_base, info)
     with pytest.raises(ValueError, match="invalid model name"):
         save_finetuned(trainer, "bad*name", info)
     p2 = save_finetuned(trainer, tmp_path / "out" / "model", info, name="exported")
@@ -202,7 +202,7 @@ def _cli(argv):
     return cli.main(argv)
 
 
-def test_cli_round_trip(em, shipped_model, tmp_path, capsys):
+def test_cli_round_trip(em, finetune_base, tmp_path, capsys):
     from napari_unet import cli
 
     img, lab, ann = em
@@ -210,7 +210,7 @@ def test_cli_round_trip(em, shipped_model, tmp_path, capsys):
     tifffile.imwrite(tmp_path / "em_ann.tif", ann)
     model = tmp_path / "em_model.pt"
     rc = _cli(["finetune", "--images", str(tmp_path / "em.tif"), "--annotations", str(tmp_path / "em_ann.tif"),
-               "--output", str(model), "--base", shipped_model, "--time-budget", "6", "--threads", "1", "-q"])
+               "--output", str(model), "--base", finetune_base, "--time-budget", "6", "--threads", "1", "-q"])
     assert rc == 0 and model.is_file()
     out = capsys.readouterr().out
     assert "saved" in out and "score" in out
@@ -220,7 +220,7 @@ def test_cli_round_trip(em, shipped_model, tmp_path, capsys):
     # the file works with segment --model, and gives another result than the base model
     rc = cli.main(["segment", str(tmp_path / "em.tif"), "--output", str(tmp_path / "ft"), "--model", str(model), "-q"])
     assert rc == 0
-    rc = cli.main(["segment", str(tmp_path / "em.tif"), "--output", str(tmp_path / "base"), "--model", shipped_model, "-q"])
+    rc = cli.main(["segment", str(tmp_path / "em.tif"), "--output", str(tmp_path / "base"), "--model", finetune_base, "-q"])
     assert rc == 0
     ft = tifffile.imread(tmp_path / "ft" / "em_cells.tif")
     base = tifffile.imread(tmp_path / "base" / "em_cells.tif")
@@ -256,14 +256,14 @@ def test_cli_bad_input_is_one_line(case, em, tmp_path, capsys):
     assert not (tmp_path / "m.pt").exists()
 
 
-def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, shipped_model, tmp_path):
+def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, finetune_base, tmp_path):
     """A model trained on objects rescaled to half size fine-tunes at half size, previews and
     saves at the user's image size, and keeps the rescaling for the Segmenter."""
     from napari_unet.core.inference import Segmenter
     from napari_unet.core.models import save_model
 
     img, lab, ann = em
-    base = load_model(shipped_model)
+    base = load_model(finetune_base)
     meta = dict(base.meta, image_diameter=2 * float(base.meta["diameter"]), seed_threshold=0.8)
     half = save_model(tmp_path / "half.pt", base.model, meta)
     assert load_model(half).scale() == pytest.approx(0.5) and base.scale() == 1.0
@@ -291,11 +291,11 @@ def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, shipped
     assert seg.segment(img).semantic.shape == img.shape
 
 
-def test_moving_average_is_what_previews_show_and_what_is_kept(em, shipped_model):
+def test_moving_average_is_what_previews_show_and_what_is_kept(em, finetune_base):
     """With ``ema``, validation, previews and the kept weights are the moving average of
     the weights, not the last step's (steadier on a few noisy strokes)."""
     img, lab, ann = em
-    trainer, info = make_finetuner(img, ann, shipped_model, time_budget=None, ema=0.98)
+    trainer, info = make_finetuner(img, ann, finetune_base, time_budget=None, ema=0.98)
     req = PreviewRequest(img, key="view")
     session = FinetuneSession(trainer, info, request=lambda: req, preview_every_s=0.0, first_preview_s=0.0, threads=1)
     checked, raw = 0, None
@@ -319,7 +319,7 @@ def test_moving_average_is_what_previews_show_and_what_is_kept(em, shipped_model
     assert not all(torch.equal(kept[k], raw[k]) for k in raw)
 
 
-def test_moving_average_decay_is_checked(em, shipped_model):
+def test_moving_average_decay_is_checked(em, finetune_base):
     img, lab, ann = em
     with pytest.raises(ValueError, match="ema"):
-        make_finetuner(img, ann, shipped_model, ema=1.0)
+        make_finetuner(img, ann, finetune_base, ema=1.0)

@@ -35,7 +35,7 @@ def messages(monkeypatch):
 
 
 @pytest.fixture
-def setup(make_napari_viewer, shipped_model, em):
+def setup(make_napari_viewer, finetune_base, em):
     viewer = make_napari_viewer()
     widget = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(widget)
@@ -86,7 +86,7 @@ def test_new_annotation_layer(setup, em):
     assert widget.new_annotation_layer().name == "em annotation [2]"
 
 
-def test_train_preview_stop_save_and_segment(setup, em, qtbot, messages, shipped_model):
+def test_train_preview_stop_save_and_segment(setup, em, qtbot, messages, finetune_base):
     viewer, widget, image = setup
     img, lab = em
     seg = SegmentWidget(viewer)
@@ -113,24 +113,24 @@ def test_train_preview_stop_save_and_segment(setup, em, qtbot, messages, shipped
     assert path is not None and path.is_file()
     assert "em strokes" in seg._model.choices and widget._base.value == "em strokes"
     meta = load_model("em strokes").meta
-    assert meta["finetune"]["annotation_kinds"] == ["sparse"] and meta["base"]["name"] == load_model(shipped_model).name
+    assert meta["finetune"]["annotation_kinds"] == ["sparse"] and meta["base"]["name"] == load_model(finetune_base).name
     # the calibration in user terms; the technical detail (and where the file is) in the tooltip
     status, tip = widget._status.value, widget._status.native.toolTip()
     assert "threshold" not in status and "how much of your images is cell" in status
     assert "cell threshold" in tip and f"{meta.get('threshold', 0.5):.2f}" in tip and str(path) in tip
     assert widget._export.text == "Export 'em strokes'..." and widget._delete.enabled  # the buttons follow the picker
     outputs = {}
-    for name in (shipped_model, "em strokes"):
+    for name in (finetune_base, "em strokes"):
         seg._image.value = image
         seg._model.value = name
         seg._on_run()
         qtbot.waitUntil(lambda: not seg.running, timeout=60_000)
         outputs[name] = viewer.layers["em cells"].data.copy()
-    assert not np.array_equal(outputs[shipped_model], outputs["em strokes"])
+    assert not np.array_equal(outputs[finetune_base], outputs["em strokes"])
     # ... and it agrees better with what was painted
     painted = ann.data > 0
     acc = {k: ((v[painted] > 0) == (ann.data[painted] == 1)).mean() for k, v in outputs.items()}
-    assert acc["em strokes"] > acc[shipped_model], acc
+    assert acc["em strokes"] > acc[finetune_base], acc
     # saving again under the same name refuses, without losing the saved model
     assert widget.save_model("em strokes") is None
     assert messages["error"] and "exists" in messages["error"][-1]
@@ -238,7 +238,7 @@ def test_image_removed_mid_training(setup, em, qtbot, messages):
     assert "after removal" in [m.name for m in list_models()]
 
 
-def test_viewer_closed_mid_training(make_napari_viewer, shipped_model, em, qtbot, messages):
+def test_viewer_closed_mid_training(make_napari_viewer, finetune_base, em, qtbot, messages):
     viewer = make_napari_viewer()
     widget = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(widget)
@@ -257,7 +257,7 @@ def test_viewer_closed_mid_training(make_napari_viewer, shipped_model, em, qtbot
     assert messages["error"] == []
 
 
-def test_revert_import_export_delete(setup, em, qtbot, messages, tmp_path, shipped_model):
+def test_revert_import_export_delete(setup, em, qtbot, messages, tmp_path, finetune_base):
     viewer, widget, image = setup
     img, lab = em
     _paint(widget, lab, seed=9)
@@ -269,14 +269,14 @@ def test_revert_import_export_delete(setup, em, qtbot, messages, tmp_path, shipp
         assert (v == base_state[k]).all()
     assert not widget._save.enabled and "Reverted" in widget._status.value
     # export the shipped model, import it under its file name, delete it
-    out = widget.export_model(tmp_path / "my export.pt", shipped_model)
-    assert out.is_file() and load_model(out).name == load_model(shipped_model).name
+    out = widget.export_model(tmp_path / "my export.pt", finetune_base)
+    assert out.is_file() and load_model(out).name == load_model(finetune_base).name
     assert widget.import_model(out) == "my export"
     assert "my export" in widget._base.choices and widget._base.value == "my export"
     assert widget.import_model(out) is None and "exists" in messages["error"][-1]
     assert widget.delete_model("my export", confirm=False)
     assert "my export" not in widget._base.choices
-    assert not widget.delete_model(shipped_model, confirm=False)
+    assert not widget.delete_model(finetune_base, confirm=False)
     assert "shipped" in messages["error"][-1]
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
@@ -390,18 +390,18 @@ def test_save_without_improvement_says_so(setup, em, qtbot, messages):
     assert all(np.allclose(saved[k].float().numpy(), v.float().numpy()) for k, v in info.base_state.items())
 
 
-def test_model_buttons_name_their_model(setup, qtbot, messages, tmp_path, shipped_model):
+def test_model_buttons_name_their_model(setup, qtbot, messages, tmp_path, finetune_base):
     viewer, widget, image = setup
-    widget._base.value = shipped_model
-    assert widget._export.text == f"Export '{shipped_model}'..." and widget._delete.text == f"Delete '{shipped_model}'"
+    widget._base.value = finetune_base
+    assert widget._export.text == f"Export '{finetune_base}'..." and widget._delete.text == f"Delete '{finetune_base}'"
     assert not widget._delete.enabled and "cannot be deleted" in widget._delete.tooltip  # shipped
-    out = widget.export_model(tmp_path / "a rather long model name.pt", shipped_model)
+    out = widget.export_model(tmp_path / "a rather long model name.pt", finetune_base)
     assert widget.import_model(out) == "a rather long model name"
     assert widget._base.value == "a rather long model name"  # the picker switches to it ...
     assert widget._export.text == "Export 'a rather long mod\u2026'..." and widget._delete.text == "Delete 'a rather long mod\u2026'"
     assert widget._delete.enabled and "'a rather long model name'" in widget._delete.tooltip  # ... and the buttons with it
-    widget._base.value = shipped_model
-    assert widget._export.text == f"Export '{shipped_model}'..." and not widget._delete.enabled
+    widget._base.value = finetune_base
+    assert widget._export.text == f"Export '{finetune_base}'..." and not widget._delete.enabled
     widget._base.value = "a rather long model name"
     assert widget.delete_model(confirm=False)
     assert widget._base.value != "a rather long model name" and widget._export.text == f"Export '{widget._base.value}'..."

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 FORMAT = "napari-unet/1"
-DEFAULT_MODEL = "nuclei"
+DEFAULT_MODEL = "generalist"
 #: The base fine-tuning starts from unless told: the one measured best on a new modality
 #: (benchmarks/finetune.py on electron microscopy, which no shipped model saw).
 FINETUNE_BASE = "nuclei"
