@@ -142,3 +142,16 @@ def test_resume_refuses_a_pickle_checkpoint(folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "not a napari-unet checkpoint" in err and "weights_only" not in err
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_channel_of_a_two_channel_image_segments_like_the_image_alone(folder, tmp_path):
+    img = tifffile.imread(folder / "b.tif")
+    noise = np.random.default_rng(0).integers(0, 4000, img.shape).astype(img.dtype)
+    tifffile.imwrite(tmp_path / "two.tif", np.stack([noise, img], -1))  # channel-last (H, W, 2)
+    assert run(tmp_path / "two.tif", "-o", tmp_path / "o", "--channel", "1") == 0
+    assert run(folder / "b.tif", "-o", tmp_path / "o") == 0
+    two = tifffile.imread(tmp_path / "o" / "two_labels.tif")
+    alone = tifffile.imread(tmp_path / "o" / "b_labels.tif")
+    assert two.shape == img.shape  # YXC read from the shape, labels without C
+    np.testing.assert_array_equal(two > 0, alone > 0)
+    assert len(np.unique(two)) == len(np.unique(alone))
