@@ -676,15 +676,6 @@ class FinetuneWidget(Container):
         self._annotation.value = layer
         self._describe_annotation()
 
-    def _unique_name(self, name: str) -> str:
-        names = {lay.name for lay in self.viewer.layers}
-        if name not in names:
-            return name
-        k = 2
-        while f"{name} [{k}]" in names:
-            k += 1
-        return f"{name} [{k}]"
-
     def new_annotation_layer(self) -> Labels | None:
         """An empty annotation layer for the chosen image, ready to paint label 1 (cell)."""
         image = self._image.value
@@ -694,7 +685,7 @@ class FinetuneWidget(Container):
         data = np.zeros(_labels_shape(image), np.uint8)
         layer = self.viewer.add_labels(
             data,
-            name=self._unique_name(f"{image.name} annotation"),
+            name=_common.unique_layer_name(self.viewer, f"{image.name} annotation"),
             metadata={ANNOTATION_KEY: {"image": image.name}},
             **spatial_transform(image),
         )
@@ -733,7 +724,7 @@ class FinetuneWidget(Container):
             note = "prediction copied as dense labels: 1 = cell, 2 = not cell; repaint what is wrong"
         layer = self.viewer.add_labels(
             data,
-            name=self._unique_name(f"{image.name} annotation"),
+            name=_common.unique_layer_name(self.viewer, f"{image.name} annotation"),
             metadata={ANNOTATION_KEY: {"image": image.name}},
             **spatial_transform(image),
         )
