@@ -122,7 +122,7 @@ def random_forest(stroke_set, images, seed: int, n_jobs: int):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=60.0, help="seconds of fine-tuning (default 60)")
-    p.add_argument("--base", default=None, help="base model (default: the default shipped model)")
+    p.add_argument("--base", default=None, help="base model (default: FINETUNE_BASE, the one the Fine-tune widget offers first)")
     p.add_argument("--eval-split", choices=["train", "val"], default="train",
                    help="score on isbi2012/train (reported) or on the val images without strokes (for choosing settings)")
     p.add_argument("--seed", type=int, default=0)
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         make_finetuner,
         simulate_strokes,
     )
-    from napari_unet.core.models import DEFAULT_MODEL
+    from napari_unet.core.models import FINETUNE_BASE
 
     overrides = {}
     for kv in args.set:
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         evalset = load("train")
     eval_imgs = [e[1] for e in evalset]
     eval_truth = [e[2] for e in evalset]
-    base = args.base or DEFAULT_MODEL
+    base = args.base or FINETUNE_BASE
     print(f"strokes: {len(strokes)} isbi2012/val images ({', '.join(s[0] for s in strokes)}), "
           f"{n_cell} cell + {n_bg} membrane pixels ({100 * frac:.2f} % of the pixels)")
     print(f"scored on isbi2012/{args.eval_split}: {len(evalset)} images; base model {base}; "
