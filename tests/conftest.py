@@ -51,3 +51,35 @@ def finetune_base():
     if FINETUNE_BASE not in [m.name for m in list_models() if m.source == "shipped"]:
         pytest.fail(f"shipped model {FINETUNE_BASE!r} missing from src/napari_unet/weights")
     return FINETUNE_BASE
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A small untrained model file (2 poolings, 4 channels) for shape and I/O tests."""
+    import torch
+
+    from napari_unet.core.model import UNet, UNetConfig
+    from napari_unet.core.models import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("m") / "tiny.pt"
+    save_model(path, UNet(UNetConfig(depth=2, base_channels=4)), {"name": "tiny", "diameter": 20})
+    return path
+
+
+@pytest.fixture
+def blobs():
+    """``blobs(shape, centers, r, rz)``: a uint16 volume of bright blurred ellipsoids."""
+    return _blobs
+
+
+def _blobs(shape=(16, 96, 96), centers=((8, 25, 25), (8, 25, 70), (8, 70, 40), (6, 72, 80)), r=11, rz=5.5):
+    """A volume of bright blurred ellipsoids (planes ``rz`` apart in z for ``r`` in y, x)."""
+    from scipy import ndimage as ndi
+
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    v = np.zeros(shape, np.float32)
+    for cz, cy, cx in centers:
+        v[((zz - cz) / rz) ** 2 + ((yy - cy) / r) ** 2 + ((xx - cx) / r) ** 2 <= 1] = 1
+    v = ndi.gaussian_filter(v, (0.7, 1.5, 1.5))
+    return (v * 800 + 100 + np.random.default_rng(0).normal(0, 10, shape)).astype(np.uint16)

@@ -5,20 +5,10 @@ import pickle
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_unet.core.inference import Segmenter, as_planes
 from napari_unet.core.metrics import instance_scores, summarize
-from napari_unet.core.model import UNet, UNetConfig
 from napari_unet.core.models import install_model, list_models, load_model, save_model, user_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("m") / "tiny.pt"
-    save_model(path, UNet(UNetConfig(depth=2, base_channels=4)), {"name": "tiny", "diameter": 20})
-    return path
 
 
 @pytest.mark.parametrize(

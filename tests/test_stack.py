@@ -177,14 +177,6 @@ def test_tracks_from_labels():
 
 # ---- with a network ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("m") / "tiny.pt"
-    save_model(path, UNet(UNetConfig(depth=2, base_channels=4)), {"name": "tiny", "diameter": 20})
-    return path
-
-
-@pytest.fixture(scope="module")
 def sizeless_model(tmp_path_factory):
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("m") / "sizeless.pt"

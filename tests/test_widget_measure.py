@@ -32,18 +32,6 @@ def _segment(viewer, seg, qtbot, data, **kwargs):
     return viewer.layers[f"{image.name} instances"]
 
 
-def _blobs(shape, centers, r, rz):
-    """A volume of bright blurred ellipsoids."""
-    from scipy import ndimage as ndi
-
-    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
-    v = np.zeros(shape, np.float32)
-    for cz, cy, cx in centers:
-        v[((zz - cz) / rz) ** 2 + ((yy - cy) / r) ** 2 + ((xx - cx) / r) ** 2 <= 1] = 1
-    v = ndi.gaussian_filter(v, (0.7, 1.5, 1.5))
-    return (v * 800 + 100 + np.random.default_rng(0).normal(0, 10, shape)).astype(np.uint16)
-
-
 def _click(qtbot, table, row):
     """Click the row showing table row ``row`` (the view may be sorted)."""
     view = table._view
@@ -92,9 +80,9 @@ def test_table_rows_select_and_centre_cells(setup, qtbot, tmp_path):
     assert table._model.rowCount() == int(inst.data.max()) < n
 
 
-def test_a_row_of_a_volume_goes_to_its_plane(setup, qtbot):
+def test_a_row_of_a_volume_goes_to_its_plane(setup, qtbot, blobs):
     viewer, seg, table = setup
-    vol = _blobs((16, 96, 96), ((4, 25, 25), (11, 70, 60)), r=11, rz=4)
+    vol = blobs((16, 96, 96), ((4, 25, 25), (11, 70, 60)), r=11, rz=4)
     inst = _segment(viewer, seg, qtbot, vol, name="vol", scale=(2.0, 1.0, 1.0), translate=(10, 0, 5))
     assert table._layer.value is inst and table._model.rowCount() == 2
     for row in range(2):

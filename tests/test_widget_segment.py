@@ -197,21 +197,9 @@ def test_model_tooltip_and_hint_on_an_implausible_result(viewer_widget, qtbot):
 
 
 # ---- volumes, time-lapses, channels ------------------------------------------------------------
-def _blobs(shape=(16, 96, 96), centers=((8, 25, 25), (8, 25, 70), (8, 70, 40), (6, 72, 80)), r=11, rz=5.5):
-    """A volume of bright blurred ellipsoids (planes ``rz`` apart in z for ``r`` in y, x)."""
-    from scipy import ndimage as ndi
-
-    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
-    v = np.zeros(shape, np.float32)
-    for cz, cy, cx in centers:
-        v[((zz - cz) / rz) ** 2 + ((yy - cy) / r) ** 2 + ((xx - cx) / r) ** 2 <= 1] = 1
-    v = ndi.gaussian_filter(v, (0.7, 1.5, 1.5))
-    return (v * 800 + 100 + np.random.default_rng(0).normal(0, 10, shape)).astype(np.uint16)
-
-
-def test_a_volume_gets_3d_instances_with_its_scale(viewer_widget, qtbot):
+def test_a_volume_gets_3d_instances_with_its_scale(viewer_widget, qtbot, blobs):
     viewer, widget = viewer_widget
-    vol = _blobs()
+    vol = blobs()
     image = viewer.add_image(vol, name="vol", scale=(1.0, 0.5, 0.5), translate=(3, 10, 20))
     assert widget._image.value is image
     # the axes are guessed, the anisotropy read from the layer's scale, and the plan said before Run
@@ -332,9 +320,9 @@ def test_measurements_in_features(viewer_widget, qtbot):
     assert len(inst.features) == int(inst.data.max()) < n
 
 
-def test_edited_results_are_kept_and_ctrl_z_still_works(viewer_widget, qtbot):
+def test_edited_results_are_kept_and_ctrl_z_still_works(viewer_widget, qtbot, blobs):
     viewer, widget = viewer_widget
-    vol = _blobs((10, 64, 64), ((5, 20, 20), (5, 44, 44)), r=10, rz=4)
+    vol = blobs((10, 64, 64), ((5, 20, 20), (5, 44, 44)), r=10, rz=4)
     viewer.add_image(vol, name="v")
     widget._on_run()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
@@ -361,7 +349,7 @@ def test_edited_results_are_kept_and_ctrl_z_still_works(viewer_widget, qtbot):
     assert "v instances [3]" not in [lay.name for lay in viewer.layers]
 
 
-def test_activity_entry_shortcut_and_cancel(viewer_widget, qtbot, monkeypatch):
+def test_activity_entry_shortcut_and_cancel(viewer_widget, qtbot, monkeypatch, blobs):
     viewer, widget = viewer_widget
     import napari_unet._widgets.segment as segment
 
@@ -382,7 +370,7 @@ def test_activity_entry_shortcut_and_cancel(viewer_widget, qtbot, monkeypatch):
             super().close()
 
     monkeypatch.setattr(segment, "progress", Recorder)
-    viewer.add_image(_blobs(), name="vol")
+    viewer.add_image(blobs(), name="vol")
     # the shortcut is bound in the viewer, said in the tooltip, and runs
     from napari.utils.key_bindings import coerce_keybinding
 
