@@ -142,9 +142,9 @@ def main(argv=None) -> int:
         default_threads,
         finetuned_settings,
         make_finetuner,
-        simulate_strokes,
     )
     from napari_unet.core.models import FINETUNE_BASE
+    from napari_unet.testing import simulate_strokes
 
     overrides = {}
     for kv in args.set:
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
         rows.append((f"random forest + the plugin's hole filling ({session.post.max_hole} px)", t_rf, iou_rff, err_rff))
         print(f"\nrandom forest: trained in {t_rf:.1f} s; pixel IoU {iou_rf:.4f}  pixel error {err_rf:.4f}")
 
-    print(f"\n| method | training (s) | pixel IoU (cell) | pixel error |")
+    print("\n| method | training (s) | pixel IoU (cell) | pixel error |")
     print("|---|---:|---:|---:|")
     for name, t, iou, err in rows:
         print(f"| {name} | {t:.0f} | {iou:.4f} | {err:.4f} |")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import val_pairs  # noqa: E402
+from accuracy import val_pairs
 
 
 def compute(seg, sets, limit, cache: Path | None):

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import val_pairs  # noqa: E402
+from accuracy import val_pairs
 
 
 def main(argv=None) -> int:

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
             kw = dict(threshold=post.threshold, seed_threshold=post.seed_threshold, min_size=post.min_size,
                       min_distance=post.min_distance, max_hole=post.max_hole, depth=post.depth)
             ((sem_r, inst_r), t_ref, c_ref), ((sem_f, inst_f), t_fast, c_fast) = best_times(
-                [lambda: _instances_from_probs_reference(probs, **kw), lambda: instances_from_probs(probs, **kw)], args.repeat)
+                [lambda probs=probs, kw=kw: _instances_from_probs_reference(probs, **kw), lambda probs=probs, kw=kw: instances_from_probs(probs, **kw)], args.repeat)
             same = (np.array_equal(sem_r, sem_f) and np.array_equal(inst_r, inst_f) and inst_r.dtype == inst_f.dtype)
             ok &= same
             shipped_mode = mode == ("h-maxima seeds" if shipped.depth else "distance peaks" if shipped.min_distance

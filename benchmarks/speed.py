@@ -34,11 +34,11 @@ SETS = ("bbbc039", "usiigaci")
 def tile_ms(seg, size: int = 512, repeats: int = 5) -> float:
     """Median milliseconds of the network alone on one ``size`` x ``size`` tile."""
     x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
-    seg._predict_batch(x)
+    seg.predict_batch(x)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        seg._predict_batch(x)
+        seg.predict_batch(x)
         times.append(time.perf_counter() - t0)
     return 1000 * float(np.median(times))
 

@@ -57,7 +57,7 @@ def synthetic_volume(shape=(24, 192, 192), anisotropy: float = 3.0, diameters=(2
         d = rng.uniform(*diameters)
         r = d / 2
         c = np.array([rng.uniform(0.2 * r, depth - 0.2 * r), rng.uniform(0, ny), rng.uniform(0, nx)])
-        if any(np.linalg.norm((c - c2)) < 0.8 * (r + r2) for c2, r2 in zip(centres, radii)):
+        if any(np.linalg.norm(c - c2) < 0.8 * (r + r2) for c2, r2 in zip(centres, radii)):
             continue
         centres.append(c)
         radii.append(r)

@@ -84,7 +84,7 @@ def finetune(out: Path, seconds: float = 25):
     """Fine-tune on simulated strokes on the phase-contrast sample; shot while training."""
     import tifffile
 
-    from napari_unet.core.finetune import simulate_strokes
+    from napari_unet.testing import simulate_strokes
 
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "usiigaci" / "train"
     lab = tifffile.imread(data / "train_set10_labels.tif")[256:768, 256:768]

@@ -31,3 +31,39 @@ def test_manifest_is_valid():
     pm = PluginManifest.from_distribution("napari-unet")
     assert {w.display_name for w in pm.contributions.widgets} == {"Segment", "Fine-tune", "Measurements"}
     assert len(pm.contributions.sample_data) == 2
+
+
+def _tool(name):
+    import shutil
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name(name)
+    return str(exe) if exe.exists() else shutil.which(name)
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_ruff_passes():
+    ruff = _tool("ruff")
+    assert ruff, "ruff is part of the testing extra"
+    out = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "scripts"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]
+
+
+def test_import_contracts_are_kept():
+    lint = _tool("lint-imports")
+    assert lint, "import-linter is part of the testing extra"
+    out = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "broken" in out.stdout and ", 0 broken" in out.stdout, out.stdout[-3000:]
+
+
+def test_version_is_written_once():
+    from importlib.metadata import version
+
+    import napari_unet
+
+    assert version("napari-unet") == napari_unet.__version__
+    import re
+
+    assert not re.search(r'^version\s*=\s*"', (ROOT / "pyproject.toml").read_text(), re.M)  # dynamic, from __init__

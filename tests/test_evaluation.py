@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import discs
 from napari_unet.core.baseline import otsu_watershed
 from napari_unet.core.data import find_pairs, read_image
 from napari_unet.core.evaluation import evaluate_baseline, evaluate_model, evaluate_predictions
+from napari_unet.testing import discs
 
 VAL3 = ["IXMtest_A15_s5", "IXMtest_B21_s4", "IXMtest_C07_s5"]
 
@@ -146,7 +146,7 @@ def test_cli_evaluate_prediction_folders(tmp_path, labelled, capsys):
 def test_cli_evaluate_loose_files_and_label_files(tmp_path, labelled, capsys):
     gt, labs = labelled
     preds = []
-    for i, (stem, lab) in enumerate(labs.items()):
+    for i, lab in enumerate(labs.values()):
         p = tmp_path / f"pred{i}.tif"  # names unrelated to the labels: matched by order
         tifffile.imwrite(p, lab)
         preds.append(str(p))

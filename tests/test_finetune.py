@@ -23,11 +23,11 @@ from napari_unet.core.finetune import (
     predict_region,
     revert_to_base,
     save_finetuned,
-    simulate_strokes,
 )
 from napari_unet.core.models import list_models, load_model
 from napari_unet.core.normalize import normalize
 from napari_unet.core.training import predict_probs
+from napari_unet.testing import simulate_strokes
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ the gate hands to the cells model) with score floors against the ground truth, a
 size estimate against the true median diameter on images whose nuclei span 10 to 47 px.
 """
 
-import numpy as np
 import pytest
 import tifffile
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from conftest import discs
 from napari_unet.core.losses import BACKGROUND, BOUNDARY, INTERIOR, targets_from_instances
 from napari_unet.core.metrics import instance_scores, summarize
 from napari_unet.core.postprocess import instances_from_probs, remove_small
+from napari_unet.testing import discs
 
 
 def _probs_from_targets(t):
@@ -293,19 +293,15 @@ def test_fast_instances_match_the_reference_on_touching_discs(mode):
 
 
 @pytest.fixture(scope="module")
-def real_probabilities():
+def real_probabilities(data_dir):
     """Probabilities of the shipped models on crops of real val images: ``nuclei`` on two
     256 x 256 bbbc039 crops, ``cells`` on two 384 x 384 usiigaci crops (at its own scale)."""
-    from conftest import DATA
-
     from napari_unet.core.data import read_image
     from napari_unet.core.inference import Segmenter
 
-    if not DATA.is_dir():
-        pytest.skip("shared/data not found")
     out = []
     for model, name, side in (("nuclei", "bbbc039", 256), ("cells", "usiigaci", 384)):
-        files = sorted(p for p in (DATA / name / "val").glob("*.tif") if not p.stem.endswith("_labels"))[:2]
+        files = sorted(p for p in (data_dir / name / "val").glob("*.tif") if not p.stem.endswith("_labels"))[:2]
         if not files:
             pytest.skip(f"no {name}/val images")
         seg = Segmenter(model)

@@ -1,6 +1,5 @@
 """Every shipped model: small, loads safely, described by a model card, and good on real data."""
 
-import numpy as np
 import pytest
 import tifffile
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import discs
 from napari_unet.core.model import build_model
 from napari_unet.core.training import Sample, TrainConfig, Trainer
+from napari_unet.testing import discs
 
 
 def _trainer(scores, **cfg):
@@ -56,7 +56,7 @@ def test_keep_within_never_keeps_weights_below_the_starting_ones():
 def test_moving_average_is_validated_and_kept():
     trainer, seen = _trainer([0.5, 0.6, 0.7, 0.9], ema=0.5)
     raw = []
-    for p in trainer.run():
+    for _ in trainer.run():
         raw.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
     avg = trainer.eval_model()
     assert avg is not trainer.model
@@ -91,3 +91,28 @@ def test_moving_average_survives_a_resume():
     assert again.eval_model() is not again.model
     assert _same(again.eval_model().state_dict(), trainer.eval_model().state_dict())
     assert int(again._ema.n_averaged) == int(trainer._ema.n_averaged) == 4
+
+
+@pytest.mark.parametrize("preset", ["default", "small", "medium", "large", "ronneberger2015"])
+def test_every_preset_trains_and_segments(preset, tmp_path):
+    """Each advertised architecture, the paper's unpadded one included, trains (its targets
+    cropped to the output of a valid input size) and segments any image size."""
+    import tifffile
+
+    from napari_unet.cli import main
+    from napari_unet.core.inference import Segmenter
+    from napari_unet.core.model import PRESETS
+
+    assert preset in PRESETS
+    lab = discs((96, 128))
+    img = (lab > 0) * 200.0 + np.random.default_rng(0).normal(20, 5, lab.shape)
+    d = tmp_path / "data"
+    d.mkdir()
+    for k in range(2):
+        tifffile.imwrite(d / f"im{k}.tif", img.astype(np.float32))
+        tifffile.imwrite(d / f"im{k}_labels.tif", lab.astype(np.uint16))
+    out = tmp_path / f"{preset}.pt"
+    assert main(["train", "--images", str(d), "--output", str(out), "--preset", preset, "--steps", "2",
+                 "--batch", "1", "--patch", "128", "--val-every", "2", "--threads", "2"]) == 0
+    res = Segmenter(str(out), precision="fp32").segment(img[:77, :101])
+    assert res.semantic.shape == res.instances.shape == (77, 101)

@@ -6,13 +6,21 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.core.finetune import simulate_strokes
-from napari_unet.core.models import list_models, load_model
 from napari_unet._widgets import _common
 from napari_unet._widgets.finetune import (
-    BELOW_BASE_POPUP_S, CELL_COLOR, HELP_URL, NOT_CELL_COLOR, STOP_KEY, TRAIN_KEY, WARMED_UP, FinetuneWidget, plain_calibration,
+    BELOW_BASE_POPUP_S,
+    CELL_COLOR,
+    HELP_URL,
+    NOT_CELL_COLOR,
+    STOP_KEY,
+    TRAIN_KEY,
+    WARMED_UP,
+    FinetuneWidget,
+    plain_calibration,
 )
 from napari_unet._widgets.segment import SegmentWidget
+from napari_unet.core.models import list_models, load_model
+from napari_unet.testing import simulate_strokes
 
 pytestmark = pytest.mark.gui
 

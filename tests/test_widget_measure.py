@@ -4,7 +4,6 @@ import csv
 
 import numpy as np
 import pytest
-
 from qtpy.QtCore import Qt
 
 from napari_unet._sample_data import nuclei

@@ -326,7 +326,7 @@ def test_edited_results_are_kept_and_ctrl_z_still_works(viewer_widget, qtbot, bl
     viewer.add_image(vol, name="v")
     widget._on_run()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
-    inst, cells = viewer.layers["v instances"], viewer.layers["v cells"]
+    inst = viewer.layers["v instances"]
     # an unedited result is updated in place
     widget._on_run()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)

@@ -16,7 +16,7 @@ def run_distributed(paths, args) -> list:
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:  # pragma: no cover - distributed is a dependency
-        from .cli import UserError
+        from ._cli_common import UserError
 
         raise UserError("--workers / --scheduler need dask.distributed: pip install distributed") from None
     from ._cli_segment import SegmentJob, _report

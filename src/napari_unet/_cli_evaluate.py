@@ -197,8 +197,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(args) -> int:
+    from ._cli_common import parse_diameter
     from .core.data import read_image
-    from .cli import parse_diameter
     from .core.evaluation import evaluate_baseline, evaluate_model, evaluate_predictions
 
     diameter = parse_diameter(args.diameter)

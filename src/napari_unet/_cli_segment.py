@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
 
 def expand_inputs(specs: list[str]) -> list[Path]:
     """Files from file names, folders (their images, not this tool's outputs) and globs."""
-    from .cli import UserError
+    from ._cli_common import UserError
 
     out: list[Path] = []
     for spec in specs:
@@ -95,7 +95,7 @@ def outputs_for(p: Path, out: Path, measure: bool) -> list[Path]:
 
 
 def run(args) -> int:
-    from .cli import UserError, parse_diameter
+    from ._cli_common import UserError, parse_diameter
 
     if args.tile < 32:
         raise UserError("--tile must be at least 32")
@@ -200,7 +200,7 @@ class SegmentJob:
     def safe(self, path: Path) -> tuple[str, str | None, str]:
         """``(name, error or None, message)``: expected failures (unreadable input, a bad
         file, a full disk) are reported, not raised; a genuine bug still raises."""
-        from .cli import UserError
+        from ._cli_common import UserError
 
         try:
             return path.name, None, self(path)
@@ -208,7 +208,7 @@ class SegmentJob:
             return path.name, _one_line(exc), ""
 
     def __call__(self, path: Path) -> str:
-        from .cli import parse_diameter
+        from ._cli_common import parse_diameter
         from .core.io import write_tiff
         from .core.pipeline import read_input, segment_input
 

@@ -7,7 +7,6 @@ there is never a traceback for them.
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import time
@@ -15,12 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli_common import UserError, parse_diameter  # noqa: F401 - parse_diameter: part of the CLI's API
+
 EXIT_USAGE = 2
 EXIT_ERROR = 1
-
-
-class UserError(Exception):
-    """An error caused by the user's input: reported in one line."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,30 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def parse_diameter(value):
-    """``--diameter`` as a positive number of pixels, ``"auto"`` or ``None``."""
-    if value is None:
-        return None
-    if str(value).lower() == "auto":
-        return "auto"
-    try:
-        d = float(value)
-    except ValueError:
-        raise ValueError(f"--diameter must be a number of pixels or 'auto', got {value!r}") from None
-    if not (d > 0 and math.isfinite(d)):
-        raise ValueError("--diameter must be a positive number of pixels")
-    return d
-
-
 def cmd_train(args) -> int:
     import torch
 
+    from .core.augment import AugmentConfig
     from .core.data import find_pairs, median_diameter, read_image, rescale_pair
     from .core.model import build_model
-    from .core.models import atomic_save, load_model, save_model
+    from .core.models import atomic_save, load_model, safe_load, save_model
     from .core.normalize import normalize, to_gray
     from .core.training import Sample, TrainConfig, Trainer, instance_f1
-    from .core.augment import AugmentConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,8 +167,8 @@ def cmd_train(args) -> int:
         if not ckpt_path.is_file():
             raise UserError(f"--resume: no checkpoint {ckpt_path}")
         try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception:  # a pickle with code in it, or a damaged file: never retried unsafely
+            ckpt = safe_load(ckpt_path)
+        except Exception:  # noqa: BLE001 - a pickle with code in it, or a damaged file: never retried unsafely
             raise UserError(f"--resume: {ckpt_path} is not a napari-unet checkpoint (or is damaged)") from None
         trainer.resume(ckpt)
         print(f"resuming from step {trainer.step}")
@@ -235,7 +217,8 @@ def cmd_train(args) -> int:
         },
     }
     path = save_model(args.output, trainer.model, meta)
-    print(f"saved {path} (best validation score {trainer.best_score:.4f}, {trainer.step} steps)")
+    score = "no images held out to validate" if trainer.best_score is None else f"best validation score {trainer.best_score:.4f}"
+    print(f"saved {path} ({score}, {trainer.step} steps)")
     return 0
 
 

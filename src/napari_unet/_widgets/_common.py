@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref as _weakref
+import zlib as _zlib
+
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -106,8 +109,6 @@ def refresh_model_combo(combo, select: str | None = None) -> bool:
 
 
 # ---- result layers that keep the user's hand edits (Segment) --------------------------------
-import weakref as _weakref
-import zlib as _zlib
 
 #: what the plugin last wrote into each of its layers (see :func:`mark_written`)
 _WRITTEN: _weakref.WeakKeyDictionary = _weakref.WeakKeyDictionary()

@@ -22,9 +22,9 @@ from qtpy.QtCore import QEvent, QObject, QPointF, Qt, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from ..core.models import FINETUNE_BASE
 from . import _common
 from ._common import model_bus, model_names, refresh_model_combo, spatial_transform, upsert_labels
-from ..core.models import FINETUNE_BASE
 
 __all__ = ["FinetuneWidget", "ANNOTATION_KEY"]
 
@@ -199,7 +199,7 @@ class _ParentWatch(QObject):
         self._callback = callback
         widget.installEventFilter(self)
 
-    def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+    def eventFilter(self, obj, event):
         if event.type() == QEvent.Type.ParentChange:
             try:
                 self._callback(obj.parent() is not None)

@@ -14,7 +14,18 @@ import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton, SpinBox, create_widget
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
 from napari.layers import Image, Tracks
 from napari.qt.threading import create_worker
 from napari.utils import progress
@@ -641,7 +652,7 @@ class SegmentWidget(Container):
         """Show the model's own threshold and smallest object in the spin boxes' "model's own"."""
         try:
             post = self._segmenter(self._model.value).settings(own=True)
-        except Exception:  # an unreadable model says so when it is run
+        except Exception:  # noqa: BLE001 - an unreadable model says so when it is run
             return
         self._threshold.native.setSpecialValueText(f"model's ({post.threshold:.2f})")
         self._min_size.native.setSpecialValueText(f"model's ({post.min_size} px)")

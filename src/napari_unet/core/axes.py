@@ -211,7 +211,7 @@ def axes_from_tiff(path) -> str | None:
     return axes
 
 
-_UNITS = {"pm": 1e-6, "nm": 1e-3, "um": 1.0, "µm": 1.0, "\u00b5m": 1.0, "micron": 1.0, "microns": 1.0,
+_UNITS = {"pm": 1e-6, "nm": 1e-3, "um": 1.0, "µm": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0,
           "mm": 1e3, "cm": 1e4, "m": 1e6, "a": 1e-4, "å": 1e-4, "\u212b": 1e-4}
 
 

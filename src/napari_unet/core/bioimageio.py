@@ -510,7 +510,7 @@ def import_package(zip_path):
     import torch
 
     from .model import build_model
-    from .models import FORMAT
+    from .models import FORMAT, safe_load
 
     path = Path(zip_path)
     if not path.is_file():
@@ -532,8 +532,8 @@ def import_package(zip_path):
         if sha and hashlib.sha256(data).hexdigest() != str(sha).lower():
             raise ValueError(f"{path}: the weights do not match their sha256 in rdf.yaml (damaged package)")
         try:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as exc:
+            state = safe_load(io.BytesIO(data))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file, worded once
             raise ValueError(f"{path}: cannot read the state_dict weights ({exc.__class__.__name__})") from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ValueError(f"{path}: the weights are not a plain state_dict")
@@ -609,7 +609,7 @@ def _check_test_tensors(zf, rdf, model, meta, path: Path) -> None:
     try:
         x = np.load(io.BytesIO(raw_in), allow_pickle=False)
         y = np.load(io.BytesIO(raw_out), allow_pickle=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any unreadable tensor, worded once
         raise ValueError(f"{path}: cannot read its test tensors (.npy)") from None
     n = list(meta.get("normalization") or (1.0, 99.8))
     try:

@@ -24,7 +24,7 @@ def read_image(path: str | Path) -> np.ndarray:
         from skimage.io import imread
 
         return imread(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - readers raise anything on a bad file; worded once
         raise ValueError(f"cannot read {path}: {exc.__class__.__name__}: {exc}") from None
 
 

@@ -61,11 +61,12 @@ import numpy as np
 import torch
 
 from .augment import AugmentConfig
+from .data import predict_at_scale
 from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
 from .models import FINETUNE_BASE, LoadedModel, check_name, list_models, load_model, save_model, user_dir
-from .normalize import normalize, percentiles as compute_percentiles, to_gray
+from .normalize import normalize, to_gray
+from .normalize import percentiles as compute_percentiles
 from .postprocess import POSTPROCESS_KEYS, Postprocess, prior_shift_threshold
-from .data import predict_at_scale
 from .training import Progress, Sample, TrainConfig, Trainer, predict_probs, samples_from_annotations, train_mode
 
 __all__ = [
@@ -85,7 +86,6 @@ __all__ = [
     "labeled_miou",
     "default_threads",
     "revert_to_base",
-    "simulate_strokes",
 ]
 
 #: Fine-tuning settings (see the module docstring for how they were chosen).
@@ -217,6 +217,10 @@ class FinetuneTrainer(Trainer):
             return x, y, w
         from .augment import augment_intensity, sample_patch
         from .losses import targets_from_instances
+        from .tiling import valid_patch
+
+        size, out = valid_patch(self.model, cfg.patch)  # (an unpadded network: centre targets)
+        c = slice((size - out) // 2, (size - out) // 2 + out)
 
         imgs, tgts, wts = [], [], []
         cw = self.class_weights if self.class_weights is not None else np.array([0, 1, 1, 1, 1], np.float32)
@@ -227,16 +231,16 @@ class FinetuneTrainer(Trainer):
             s = self.train[rng.choice(len(self.train), p=self._p)]
             aux = self.aux.get(id(s))
             if s.instances is not None:
-                img, inst = sample_patch(s.image, s.instances, cfg.patch, rng, cfg.augment)
+                img, inst = sample_patch(s.image, s.instances, size, rng, cfg.augment)
                 tgt = targets_from_instances(inst)
                 w = cw[tgt]
             elif aux is None:
-                img, tgt = sample_patch(s.image, s.codes, cfg.patch, rng, cfg.augment, s.labeled_indices())
+                img, tgt = sample_patch(s.image, s.codes, size, rng, cfg.augment, s.labeled_indices())
                 w = cw[tgt]
             else:
                 # one geometric transform for strokes and extra targets: codes < 8, extra codes x 8
                 both = (s.codes + 8 * aux).astype(np.uint8)
-                img, comb = sample_patch(s.image, both, cfg.patch, rng, cfg.augment, s.labeled_indices())
+                img, comb = sample_patch(s.image, both, size, rng, cfg.augment, s.labeled_indices())
                 tgt, extra = comb % 8, comb // 8
                 w = cw[tgt]
                 free = (tgt == 0) & (extra > 0)
@@ -245,8 +249,8 @@ class FinetuneTrainer(Trainer):
                     tgt = np.where(free, extra, tgt)
                     w[free] = self.aux_weight * max(float(w.sum()), 1.0) / n_free
             imgs.append(augment_intensity(img, rng, cfg.augment))
-            tgts.append(tgt)
-            wts.append(w.astype(np.float32))
+            tgts.append(tgt[c, c])
+            wts.append(w[c, c].astype(np.float32))
         x = torch.from_numpy(np.stack(imgs))
         y = torch.from_numpy(np.stack(tgts).astype(np.int64))
         return x, y, torch.from_numpy(np.stack(wts))
@@ -832,77 +836,3 @@ def revert_to_base(trainer: Trainer, info: FinetuneInfo) -> None:
     trainer.eval_model().load_state_dict(info.base_state)  # the moving average too, if any
     trainer.best_state = {k: v.clone() for k, v in info.base_state.items()}
     trainer.best_score = trainer.top_score = trainer.base_score
-
-
-# ---- simulated annotation (benchmarks and tests) --------------------------------------------
-def simulate_strokes(
-    labels: np.ndarray,
-    n_cells: int = 15,
-    n_background: int = 15,
-    length: int = 30,
-    seed: int = 0,
-    cell_width: int = 5,
-) -> np.ndarray:
-    """Strokes a person might paint, from instance ground truth: an annotation layer.
-
-    One straight stroke (``cell_width`` px wide, a small brush, up to ``length`` px long)
-    through the inside of each of ``n_cells`` random cells (label ``1``), staying clear of
-    their border, and ``n_background`` short strokes along the background between cells
-    (label ``2``), each following the background's centre line for about ``length`` px,
-    3 px wide. Everything else is ``0`` (unlabeled).
-    """
-    from scipy import ndimage as ndi
-    from skimage.draw import line
-    from skimage.morphology import skeletonize
-
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    H, W = labels.shape
-    ann = np.zeros(labels.shape, np.uint8)
-    ids, areas = np.unique(labels[labels > 0], return_counts=True)
-    ids = ids[areas >= 200]
-    objects = ndi.find_objects(labels)
-    for i in rng.permutation(ids)[:n_cells]:
-        sl = objects[i - 1]
-        sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
-        m = labels[sl] == i
-        dist = ndi.distance_transform_edt(m)
-        inside = dist > 3
-        if not inside.any():
-            continue
-        cy, cx = np.unravel_index(np.argmax(dist), m.shape)
-        a = rng.uniform(0, np.pi)
-        dy, dx = np.sin(a) * length / 2, np.cos(a) * length / 2
-        rr, cc = line(int(round(cy - dy)), int(round(cx - dx)), int(round(cy + dy)), int(round(cx + dx)))
-        ok = (rr >= 0) & (rr < m.shape[0]) & (cc >= 0) & (cc < m.shape[1])
-        rr, cc = rr[ok], cc[ok]
-        stroke = np.zeros(m.shape, bool)
-        stroke[rr, cc] = True
-        stroke &= inside
-        comp, _ = ndi.label(stroke, np.ones((3, 3)))
-        stroke = comp == comp[cy, cx] if comp[cy, cx] else stroke
-        stroke = ndi.binary_dilation(stroke, iterations=max(0, (cell_width - 1) // 2)) & (dist > 1)
-        ann[sl][stroke] = 1
-    bg = labels == 0
-    skel = skeletonize(bg)
-    skel[:length, :] = skel[-length:, :] = False
-    skel[:, :length] = skel[:, -length:] = False
-    pts = np.argwhere(skel)
-    placed = 0
-    for k in rng.permutation(len(pts)):
-        if placed >= n_background:
-            break
-        y, x = pts[k]
-        r = length // 2 + 2
-        y0, y1, x0, x1 = max(0, y - r), min(H, y + r + 1), max(0, x - r), min(W, x + r + 1)
-        if ann[y0:y1, x0:x1].any():  # keep strokes apart
-            continue
-        sk = skel[y0:y1, x0:x1]
-        reach = np.zeros(sk.shape, bool)
-        reach[y - y0, x - x0] = True
-        for _ in range(length // 2):
-            reach = ndi.binary_dilation(reach, np.ones((3, 3))) & sk
-        stroke = ndi.binary_dilation(reach) & bg[y0:y1, x0:x1]
-        ann[y0:y1, x0:x1][stroke] = 2
-        placed += 1
-    return ann

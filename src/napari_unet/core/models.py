@@ -54,7 +54,7 @@ class ModelInfo:
 
 @dataclass
 class LoadedModel:
-    model: "UNet"
+    model: UNet
     meta: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -124,6 +124,9 @@ def list_models() -> list[ModelInfo]:
     names = {m.name for m in out}
     udir = user_dir()
     if udir.is_dir():
+        from .io import remove_stale
+
+        remove_stale(udir, every=True)  # what a save killed mid-way left (hidden .NAME.*.tmp)
         for p in sorted(udir.glob("*.pt")):
             if p.stem not in names:
                 out.append(ModelInfo(p.stem, p, "user"))
@@ -173,6 +176,20 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     raise ValueError(f"no model named {str(name_or_path)!r} (known models: {known})")
 
 
+def safe_load(source):
+    """``torch.load(source, weights_only=True)`` on the CPU: tensors and plain containers
+    only, never code from the file. torch's warning about a pickle protocol it was not
+    written with says nothing a user can act on (the load then succeeds or fails with an
+    exception the caller words), so it is not shown."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return torch.load(source, map_location="cpu", weights_only=True)
+
+
 def load_model(name_or_path: str | os.PathLike | None = None) -> LoadedModel:
     """Load a model by name or path, safely (``weights_only=True``); eval mode."""
     import torch
@@ -181,8 +198,8 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> LoadedModel:
 
     path = resolve_model(name_or_path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, or a pickle with code in it
+        data = safe_load(path)
+    except Exception as exc:  # noqa: BLE001 - corrupt, truncated, or a pickle with code in it
         raise ValueError(f"cannot read model file {path}: {exc.__class__.__name__}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path} is not a napari-unet model file")
@@ -207,14 +224,13 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> LoadedModel:
     return LoadedModel(model, meta, path)
 
 
-def save_model(path: str | os.PathLike, model: "UNet", meta: dict | None = None, overwrite: bool = True, half: bool = False) -> Path:
+def save_model(path: str | os.PathLike, model: UNet, meta: dict | None = None, overwrite: bool = True, half: bool = False) -> Path:
     """Write ``model`` to ``path`` atomically (temporary file, then rename).
 
     ``half``: store floating-point tensors as float16 (half the file; loading casts them
     back to float32). Inference runs in bfloat16 on most CPUs anyway, whose mantissa is
     shorter than float16's.
     """
-    import torch
 
     path = Path(path)
     if path.suffix != ".pt":

@@ -119,7 +119,7 @@ def segment_zarr(segmenter, path: str | Path, labels_path: str | Path, cells_pat
 
     try:
         src = zarr.open(str(path), mode="r")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - zarr raises many kinds; worded once
         raise ValueError(f"cannot read {path} as a zarr array: {exc.__class__.__name__}") from None
     if not hasattr(src, "shape"):  # a group (OME-Zarr): its first array, the full resolution
         keys = sorted(src.array_keys())

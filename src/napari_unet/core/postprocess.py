@@ -670,7 +670,7 @@ class Postprocess:
     depth: float | None = None
 
     @classmethod
-    def for_model(cls, meta: dict, diameter: float | None, scale: float = 1.0, fill_holes: bool = True) -> "Postprocess":
+    def for_model(cls, meta: dict, diameter: float | None, scale: float = 1.0, fill_holes: bool = True) -> Postprocess:
         """Settings for a model (its metadata ``meta``) on cells of ``diameter`` image px
         segmented at ``scale`` model px per image px.
 

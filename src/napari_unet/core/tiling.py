@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["TileGeometry", "plan_tiles", "predict_tiled", "pad_image"]
+__all__ = ["TileGeometry", "plan_tiles", "predict_tiled", "pad_image", "predict_batch", "predict_image", "valid_patch"]
 
 
 def _round_up(n: int, m: int) -> int:
@@ -151,3 +151,77 @@ def predict_tiled(
     if blending:
         result /= np.maximum(norm, 1e-6)
     return result
+
+
+# ---- the network as a predictor ---------------------------------------------------------------
+def valid_patch(model, size: int) -> tuple[int, int]:
+    """``(input, output)`` sizes of a training patch of about ``size`` pixels: equal for a
+    padded network; for an unpadded (``valid``) one the smallest valid input >= ``size``
+    and the smaller output it gives (targets are cropped to its centre)."""
+    if not model.shrink():
+        return size, size
+    m = size
+    while model.output_size(m) is None:
+        m += 1
+    return m, model.output_size(m)
+
+
+def _fit_valid(net, x):
+    """Pad a tile for an unpadded (``valid``) network; return it and an output placer."""
+    import torch
+
+    h, w = x.shape[-2:]
+    sizes = []
+    for n in (h, w):
+        m = n
+        while net.output_size(m) is None or net.output_size(m) < n - 2 * net.shrink():
+            m += 1
+        sizes.append(m)
+    ph, pw = sizes[0] - h, sizes[1] - w
+    x = torch.nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="reflect")
+
+    def place(p):
+        out = torch.zeros(p.shape[:2] + (h, w), dtype=p.dtype, device=p.device)
+        oy, ox = net.shrink() - ph // 2, net.shrink() - pw // 2
+        hh, ww = min(p.shape[-2], h - oy), min(p.shape[-1], w - ox)
+        out[..., oy : oy + hh, ox : ox + ww] = p[..., :hh, :ww]
+        return out
+
+    return x, place
+
+
+def predict_batch(net, batch: np.ndarray, bf16: bool = False, channels_last: bool = False) -> np.ndarray:
+    """Softmax probabilities ``(N, K, h, w)`` of a normalised batch ``(N, C, h, w)``, for
+    padded and unpadded networks alike (an unpadded one gets the tile mirrored to a valid
+    size and its output placed back). ``net`` must be in eval mode."""
+    import torch
+
+    device = next(net.parameters()).device
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+        place = None
+        if net.shrink():
+            x, place = _fit_valid(net, x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x)
+        probs = torch.softmax(logits.float(), dim=1)
+        if place is not None:
+            probs = place(probs)
+        return probs.cpu().numpy()
+
+
+def predict_image(net, image: np.ndarray, tile: int = 512, margin: int | None = None, blend: int = 0,
+                  bf16: bool = False, channels_last: bool = False, batch_size: int = 1,
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Class probabilities ``(K, H, W)`` of a normalised ``(H, W)`` or ``(C, H, W)`` image:
+    THE tiled prediction that segmentation, training validation and fine-tuning previews
+    share. ``margin`` defaults to the receptive radius (exact: equal to one whole-image
+    pass), at least the shrink of an unpadded network."""
+    plane = image[None] if image.ndim == 2 else image
+    if margin is None:
+        margin = max(net.receptive_radius(), net.shrink())
+    geom = plan_tiles(plane.shape[-2:], net, tile, margin, blend)
+    return predict_tiled(plane, lambda b: predict_batch(net, b, bf16, channels_last), geom,
+                         net.config.out_channels, batch_size, progress)

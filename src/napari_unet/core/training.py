@@ -23,11 +23,12 @@ import torch
 
 from .augment import AugmentConfig, augment_intensity, sample_patch
 from .data import rescale_pair
+from .inference import resolve_precision
 from .losses import (
     BACKGROUND,
+    BOUNDARY,
     CELL,
     INTERIOR,
-    BOUNDARY,
     annotation_kind,
     border_weight_map,
     masked_cross_entropy,
@@ -36,7 +37,7 @@ from .losses import (
 )
 from .model import UNet
 from .normalize import normalize
-from .inference import resolve_precision
+from .tiling import valid_patch
 
 __all__ = ["Sample", "TrainConfig", "Progress", "Trainer", "samples_from_annotations", "split_strokes"]
 
@@ -172,20 +173,23 @@ class Trainer:
                     idx = [i for i, h in enumerate(groups) if h == g]
                     area[idx] /= area[idx].sum()
             self._p = area / area.sum()
+        # an unpadded network's output is the centre of its input: targets are cropped to it
+        size, out = valid_patch(self.model, cfg.patch)
+        c = slice((size - out) // 2, (size - out) // 2 + out)
         imgs, tgts, wts = [], [], []
         for _ in range(cfg.batch):
             s = self.train[rng.choice(len(self.train), p=self._p)]
             if s.instances is not None:
-                img, inst = sample_patch(s.image, s.instances, cfg.patch, rng, cfg.augment)
+                img, inst = sample_patch(s.image, s.instances, size, rng, cfg.augment)
                 tgt = targets_from_instances(inst)
                 if cfg.loss == "weightmap":
-                    wts.append(border_weight_map(inst))
+                    wts.append(border_weight_map(inst)[c, c])
             else:
-                img, tgt = sample_patch(s.image, s.codes, cfg.patch, rng, cfg.augment, s.labeled_indices())
+                img, tgt = sample_patch(s.image, s.codes, size, rng, cfg.augment, s.labeled_indices())
                 if cfg.loss == "weightmap":
-                    wts.append(np.ones(tgt.shape, np.float32))
+                    wts.append(np.ones((out, out), np.float32))
             imgs.append(augment_intensity(img, rng, cfg.augment))
-            tgts.append(tgt)
+            tgts.append(tgt[c, c])
         x = torch.from_numpy(np.stack(imgs))
         y = torch.from_numpy(np.stack(tgts).astype(np.int64))
         w = torch.from_numpy(np.stack(wts)) if wts else None
@@ -346,26 +350,18 @@ def predict_probs(model: UNet, image: np.ndarray, region: tuple[int, int, int, i
     so the result equals that region of a whole-image prediction. ``model`` must be in
     eval mode.
     """
-    from .tiling import plan_tiles, predict_tiled
+    from .tiling import predict_image
 
     if image.ndim == 2:
         image = image[None]
     H, W = image.shape[-2:]
     y0, y1, x0, x1 = region if region is not None else (0, H, 0, W)
-    r = model.receptive_radius()
+    r = max(model.receptive_radius(), model.shrink())
     Y0, Y1, X0, X1 = max(0, y0 - r), min(H, y1 + r), max(0, x0 - r), min(W, x1 + r)
     crop = np.ascontiguousarray(image[:, Y0:Y1, X0:X1], dtype=np.float32)
     device = next(model.parameters()).device
-    amp = resolve_precision(precision, device) == "bf16"
-
-    def predictor(batch):
-        x = torch.from_numpy(batch).to(device)
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        return torch.softmax(logits.float(), 1).cpu().numpy()
-
-    geom = plan_tiles(crop.shape[-2:], model, tile=tile, margin=r)
-    probs = predict_tiled(crop, predictor, geom, model.config.out_channels)
+    bf16 = resolve_precision(precision, device) == "bf16"
+    probs = predict_image(model, crop, tile=tile, margin=r, bf16=bf16)
     return probs[:, y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
 
 
@@ -419,6 +415,17 @@ def split_strokes(codes: np.ndarray, fraction: float = 0.2, seed: int = 0) -> tu
     return train, val
 
 
+def _sequential_ids(labels: np.ndarray) -> np.ndarray:
+    """Instance ids renumbered 1..N as int32, 0 kept as background: painted ids may be any
+    non-negative integer (a layer's ids can reach 2**40; a plain cast would wrap them)."""
+    if labels.size and labels.min() < 0:
+        raise ValueError("annotation ids must be 0 (background) or positive")
+    ids, inverse = np.unique(labels, return_inverse=True)
+    if ids[0] != 0:
+        inverse += 1
+    return inverse.reshape(labels.shape).astype(np.int32)
+
+
 def samples_from_annotations(images, annotations, percentiles=(1.0, 99.8), val_fraction: float = 0.2, seed: int = 0, scale: float = 1.0):
     """Training and validation samples from user images and annotation arrays.
 
@@ -443,7 +450,7 @@ def samples_from_annotations(images, annotations, percentiles=(1.0, 99.8), val_f
             kinds.append(kind)
             x, pa = rescale_pair(normalize(pi, *percentiles), pa, scale)
             if kind == "instances":
-                inst = pa.astype(np.int32)
+                inst = _sequential_ids(pa)
                 # hold out nothing from dense instances: validate on them whole
                 train.append(Sample(x, instances=inst, name=f"{k}:{i}"))
                 continue
