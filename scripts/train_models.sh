@@ -48,9 +48,10 @@ fi
 # (--balance), bright-background images (brightfield, stained tissue) inverted
 # (--invert-bright), wider scale augmentation; from the cells weights (same preset, 22 px),
 # 1 torch thread, stopped after the step-750 validation (~65 min on the 2-core CPU; the
-# kept weights are the step-500 moving average). User images are taken as they come (cells
-# about 22 px; the scale augmentation covers about 15-31 px): on val this beat estimating
-# each image's diameter (dsb2018 F1 0.733 vs 0.721, bbbc039 0.949 vs 0.936). Then a gate
+# kept weights are the step-500 moving average; going on to step 1000 with --resume did not
+# beat it). The model's default_diameter stays 'auto': each image's size is checked and only
+# cells more than 1.5x off the model's are rescaled (benchmarks/auto_diameter.py: dsb2018 val
+# F1 0.782 vs 0.733 as they come, bbbc039 0.949 either way). Then a gate
 # that hands phase-contrast whole cells to the cells model (scripts/fit_gate.py) and the
 # post-processing chosen on val of all three sets with benchmarks/generalist.py.
 if [ "$which" = generalist ] || [ "$which" = all ]; then
@@ -61,7 +62,5 @@ if [ "$which" = generalist ] || [ "$which" = all ]; then
     --steps 1000 --val-every 250 --val-fraction 0.05 --ema 0.995 --seed 0 --threads 1 --stop-at 750 | tee runs/generalist2.log
   .venv/bin/python scripts/fit_gate.py runs/generalist2.pt --positive "$DATA/usiigaci/train" \
     --negative "$DATA/dsb2018/train" "$DATA/bbbc039/train" --delegate cells --max-images 150 --margin 0.6 --seed 0
-  # images as they come (no per-image size estimate): drop default_diameter
-  .venv/bin/python -c "import sys; from napari_unet.core.models import load_model, save_model; m = load_model(sys.argv[1]); meta = dict(m.meta); meta.pop('default_diameter', None); save_model(sys.argv[1], m.model, meta)" runs/generalist2.pt
   ship generalist2 generalist '{"seed_threshold": 0.5, "seed_spacing": 0, "seed_depth": 0.05, "min_size": 40}'
 fi

@@ -203,9 +203,13 @@ class Segmenter:
         h, w = plane.shape
         s0 = self.loaded.scale(None)
         best = None
-        for f in (1.0, 0.5, 2.0, 0.25):
+        # on a large plane the fit check first looks at a 512 px centre (hundreds of cells
+        # of a fitting size, 6 % of a 2048 px frame) before the full-size crops
+        quick = [(1.0, 512)] if tolerance and min(h, w) > 1024 else []
+        for f, side in quick + [(f, None) for f in (1.0, 0.5, 2.0, 0.25)]:
             s = s0 * f
-            side = int(min(1024, max(256, 1024 / s)))  # the network sees at most ~1024 px
+            if side is None:
+                side = int(min(1024, max(256, 1024 / s)))  # the network sees at most ~1024 px
             cy, cx = max(0, (h - side) // 2), max(0, (w - side) // 2)
             crop = plane[cy : cy + side, cx : cx + side]
             d = own / s  # the image diameter that means "scale by s"

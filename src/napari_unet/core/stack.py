@@ -270,10 +270,8 @@ def _resolve_diameter(segmenter, volume, diameter, limits):
     the middle plane."""
     diameter = _default_diameter(segmenter, diameter)
     if diameter == "auto" or (diameter is not None and not isinstance(diameter, str) and float(diameter) == 0):
-        d = segmenter.estimate_diameter(volume[volume.shape[0] // 2], limits)
-        if d is None:
-            return None, "no cells found to estimate their diameter; used the model's scale"
-        return d, f"estimated cell diameter: {d:.1f} px"
+        d, note, _ = segmenter.auto_diameter(volume[volume.shape[0] // 2], limits)
+        return d, note
     if isinstance(diameter, str):
         raise ValueError(f"diameter must be a number of pixels or 'auto', got {diameter!r}")
     return diameter, None
