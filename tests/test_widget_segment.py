@@ -384,3 +384,37 @@ def test_activity_entry_shortcut_and_cancel(viewer_widget, qtbot, monkeypatch, b
     assert widget._status.value == "cancelled" and bars[0].closed_
     assert "vol instances" not in [lay.name for lay in viewer.layers]
     assert bars[0].values == sorted(bars[0].values) and bars[0].values[-1] <= 1000
+
+
+def test_run_on_folder_segments_every_image_skips_done_ones_and_reports(viewer_widget, qtbot, tmp_path):
+    import tifffile
+
+    viewer, widget = viewer_widget
+    data = nuclei()[0][0]
+    tifffile.imwrite(tmp_path / "a.tif", data[:160, :160])
+    tifffile.imwrite(tmp_path / "a_labels.tif", np.ones((160, 160), np.uint16))  # ground truth: not an input
+    tifffile.imwrite(tmp_path / "b.tif", data[160:320, 160:320])
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff")
+    n_layers = len(viewer.layers)
+    assert widget.run_folder(tmp_path) is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    out = tmp_path / "napari-unet"
+    rows = {r["file"]: r for r in widget.last_summary}
+    assert set(rows) == {"a.tif", "b.tif", "broken.tif"}
+    assert rows["a.tif"]["status"] == rows["b.tif"]["status"] == "done" and rows["a.tif"]["cells"] > 5
+    assert rows["broken.tif"]["status"].startswith("failed") and rows["broken.tif"]["cells"] is None
+    for name in ("a_labels.tif", "a_cells.tif", "a_measurements.csv", "b_labels.tif", "summary.csv"):
+        assert (out / name).is_file(), name
+    assert tifffile.imread(tmp_path / "a_labels.tif").max() == 1  # the user's file is untouched
+    assert tifffile.imread(out / "a_labels.tif").max() == rows["a.tif"]["cells"]
+    assert "2 segmented" in widget._status.value and "1 failed (broken.tif)" in widget._status.value
+    assert len(viewer.layers) == n_layers  # a folder run adds no layers
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0] == "file,cells,status,seconds" and len(summary) == 4
+    # a second run skips what is done and counts its cells from the files
+    stamp = (out / "a_labels.tif").stat().st_mtime_ns
+    widget.run_folder(tmp_path)
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    again = {r["file"]: r for r in widget.last_summary}
+    assert again["a.tif"]["status"].startswith("skipped") and again["a.tif"]["cells"] == rows["a.tif"]["cells"]
+    assert (out / "a_labels.tif").stat().st_mtime_ns == stamp

@@ -16,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from .core.data import IMAGE_SUFFIXES
+from .core.batch import folder_images, is_image, plan
 
-OUTPUT_SUFFIXES = ("_labels", "_cells", "_measurements")
 _SEGMENTERS: dict = {}
 
 
@@ -58,14 +57,14 @@ def expand_inputs(specs: list[str]) -> list[Path]:
         if p.suffix.lower() == ".zarr" and p.exists():
             out.append(p)
         elif p.is_dir():
-            found = [q for q in sorted(p.iterdir()) if _is_image(q)]
+            found = folder_images(p)
             if not found:
                 raise UserError(f"no images in folder {p}")
             out.extend(found)
         elif p.is_file():
             out.append(p)
         elif any(c in spec for c in "*?["):
-            found = [Path(q) for q in sorted(glob.glob(spec)) if _is_image(Path(q)) or q.endswith(".zarr")]
+            found = [Path(q) for q in sorted(glob.glob(spec)) if is_image(Path(q)) or q.endswith(".zarr")]
             if not found:
                 raise UserError(f"no images match {spec}")
             out.extend(found)
@@ -77,21 +76,6 @@ def expand_inputs(specs: list[str]) -> list[Path]:
             seen.add(p.resolve())
             unique.append(p)
     return unique
-
-
-def _is_image(p: Path) -> bool:
-    return (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            and not any(p.stem.endswith(s) for s in OUTPUT_SUFFIXES))
-
-
-def outputs_for(p: Path, out: Path, measure: bool) -> list[Path]:
-    if p.suffix.lower() == ".zarr":
-        paths = [out / f"{p.stem}_labels.zarr", out / f"{p.stem}_cells.zarr"]
-    else:
-        paths = [out / f"{p.stem}_labels.tif", out / f"{p.stem}_cells.tif"]
-    if measure:
-        paths.append(out / f"{p.stem}_measurements.csv")
-    return paths
 
 
 def run(args) -> int:
@@ -112,25 +96,13 @@ def run(args) -> int:
     parse_diameter(args.diameter)
     inputs = expand_inputs(args.inputs)
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output {out} is a file, not a folder")
-    stems = [p.stem for p in inputs]
-    if len(set(stems)) != len(stems):
-        raise UserError("two inputs have the same file name; their outputs would collide")
-    protected = {p.resolve() for p in inputs}
-    todo = []
-    for p in inputs:
-        paths = outputs_for(p, out, args.measure)
-        clash = [q for q in paths if q.resolve() in protected]
-        if clash:
-            raise UserError(f"refusing to overwrite the input {clash[0]} (choose another --output)")
-        if not args.overwrite and any(q.exists() for q in paths):
-            if all(q.exists() for q in paths):
-                _say(args, f"{p.name}: outputs exist, skipped (--overwrite replaces them)")
-                continue
-            done = next(q for q in paths if q.exists())
-            raise UserError(f"{done} exists and this run did not create it; pass --overwrite to replace it")
-        todo.append(p)
+    try:
+        work = plan(inputs, out, args.measure, args.overwrite)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    for p in work.skipped:
+        _say(args, f"{p.name}: outputs exist, skipped (--overwrite replaces them)")
+    todo = work.todo
     from .core.models import load_model
 
     load_model(args.model)  # an unknown model fails now, in one line, before any work
@@ -209,30 +181,15 @@ class SegmentJob:
 
     def __call__(self, path: Path) -> str:
         from ._cli_common import parse_diameter
-        from .core.io import write_tiff
-        from .core.pipeline import read_input, segment_input
+        from .core.batch import segment_file
 
         o = self.options
         t0 = time.perf_counter()
         out = Path(o["output"])
-        diameter = parse_diameter(o["diameter"])
-        if path.suffix.lower() == ".zarr":
-            from .core.pipeline import segment_zarr
-
-            res = segment_zarr(self.segmenter, path, out / f"{path.stem}_labels.zarr", out / f"{path.stem}_cells.zarr", diameter)
-            n = res.n_cells
-        else:
-            inp = read_input(path, o["axes"], o["anisotropy"], o["channel"], rgb=True if o["rgb"] else None)
-            res = segment_input(self.segmenter, inp, diameter)
-            write_tiff(out / f"{path.stem}_labels.tif", res.instances, **res.tiff_kwargs)
-            write_tiff(out / f"{path.stem}_cells.tif", res.semantic, **res.tiff_kwargs)
-            n = res.n_cells
-            if o["measure"]:
-                from .core.measure import write_csv
-
-                write_csv(res.measurements(), out / f"{path.stem}_measurements.csv")
+        res = segment_file(self.segmenter, path, out, parse_diameter(o["diameter"]), o["axes"], o["anisotropy"],
+                           o["channel"], rgb=True if o["rgb"] else None, measure=o["measure"])
         extra = f" ({'; '.join(res.notes)})" if res.notes else ""
-        return f"{path.name}: {n} cells -> {out} ({time.perf_counter() - t0:.1f} s){extra}"
+        return f"{path.name}: {res.n_cells} cells -> {out} ({time.perf_counter() - t0:.1f} s){extra}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -47,6 +47,7 @@ from ._common import (
     show_info,
     unique_layer_name,
 )
+from .batch import FolderRunMixin
 
 __all__ = ["SegmentWidget", "RUN_KEY"]
 
@@ -84,7 +85,7 @@ class _Geometry:
     translate: tuple
 
 
-class SegmentWidget(Container):
+class SegmentWidget(FolderRunMixin, Container):
     """Image picker, axes, model picker, object diameter, Run / Cancel, progress.
 
     *Axes* names the image's dimensions (guessed from its shape, editable); a Z axis gives
@@ -115,8 +116,9 @@ class SegmentWidget(Container):
         self._model = ComboBox(label="Model", choices=self._model_choices,
                                tooltip="The network to run; the shipped ones need no training (hover for what each is for)")
         self._diameter = FloatSpinBox(label="Cell diameter (px)", value=0, min=0, max=2000, step=1,
-                                      tooltip="Typical cell diameter in pixels; 0 = the size the model was trained on")
-        self._diameter.native.setSpecialValueText("model's own")  # shown at 0
+                                      tooltip="Typical cell diameter in pixels; 0 = the model's default: the size it was "
+                                              "trained on, or for a model of many sizes (generalist) checked in each image")
+        self._diameter.native.setSpecialValueText("model's default")  # shown at 0
         self._estimate = CheckBox(text="Estimate diameter from the image", value=False,
                                   tooltip="Measure the typical cell size in the image first and rescale to the model's")
         self._advanced = CheckBox(text="Advanced settings", value=False, tooltip="Cell threshold and smallest cell")
@@ -131,14 +133,20 @@ class SegmentWidget(Container):
         self._min_size.native.setSpecialValueText("model's own")
         self._run = PushButton(text="Run", tooltip="Segment the image in the background (press again to cancel). "
                                                    f"Shortcut in the viewer: {RUN_KEY.replace('-', '+')}")
+        self._folder = PushButton(text="Run on folder...", tooltip="Segment every image of a folder with this model and "
+                                  "these settings, into a 'napari-unet' subfolder (images done before are skipped; "
+                                  "summary.csv counts the cells per image)")
         self._progress = ProgressBar(label="", min=0, max=1000, value=0, visible=False)
         self._status = Label(label="", value="")
         self._status.native.setWordWrap(True)  # long notes wrap instead of widening the dock
         self.extend([self._image, self._axes, self._anisotropy, self._channel, self._plan, self._model, self._diameter,
-                     self._estimate, self._advanced, self._threshold, self._min_size, self._run, self._progress, self._status])
+                     self._estimate, self._advanced, self._threshold, self._min_size, self._run, self._folder, self._progress,
+                     self._status])
         self._relay = Relay()
         self._relay.progress.connect(self._on_progress)
         self._run.changed.connect(self._on_run)
+        self._folder.changed.connect(self._on_folder)
+        self.last_summary: list[dict] | None = None  # the last folder run's rows (see run_folder)
         self._estimate.changed.connect(lambda v: setattr(self._diameter, "enabled", not v))
         self._advanced.changed.connect(self._show_advanced)
         self._worker = None
@@ -633,6 +641,7 @@ class SegmentWidget(Container):
         self._close_activity()
         try:
             self._run.text = "Run"
+            self._folder.enabled = True
             self._progress.visible = False
         except RuntimeError:  # the dock is gone
             return

@@ -86,6 +86,10 @@ def write_csv(columns: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (str, np.str_)):
+        return str(v)
     if isinstance(v, (np.integer, int)):
         return str(int(v))
     return f"{float(v):.6g}"

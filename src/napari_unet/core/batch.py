@@ -1,0 +1,138 @@
+"""Segmenting many files, shared by ``napari-unet segment`` and the Segment widget's
+*Run on folder*: which files a folder holds, which outputs each gets, what is skipped or
+refused, and one file end to end (read with axes, segment, write atomically, measure).
+
+Outputs never replace an input or a file the run did not create: an input whose outputs
+all exist is skipped (an interrupted folder resumes), one with only some of them is refused
+unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .data import IMAGE_SUFFIXES
+
+__all__ = ["OUTPUT_SUFFIXES", "Plan", "folder_images", "is_image", "outputs_for", "plan", "run_folder", "segment_file"]
+
+#: what this tool writes next to a stem; such files are never taken as inputs
+OUTPUT_SUFFIXES = ("_labels", "_cells", "_measurements")
+
+
+def is_image(p: Path) -> bool:
+    """An image file that is not one of this tool's outputs (``X_labels.tif``, ...)."""
+    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(p.stem.endswith(s) for s in OUTPUT_SUFFIXES)
+
+
+def folder_images(folder: str | Path) -> list[Path]:
+    """The images of ``folder`` (not its subfolders), sorted by name."""
+    return [q for q in sorted(Path(folder).iterdir()) if is_image(q)]
+
+
+def outputs_for(p: Path, out: Path, measure: bool = False) -> list[Path]:
+    if p.suffix.lower() == ".zarr":
+        paths = [out / f"{p.stem}_labels.zarr", out / f"{p.stem}_cells.zarr"]
+    else:
+        paths = [out / f"{p.stem}_labels.tif", out / f"{p.stem}_cells.tif"]
+    if measure:
+        paths.append(out / f"{p.stem}_measurements.csv")
+    return paths
+
+
+@dataclass
+class Plan:
+    todo: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # outputs exist: done before
+
+
+def plan(inputs: list[Path], out: Path, measure: bool = False, overwrite: bool = False) -> Plan:
+    """What to segment; ``ValueError`` (one line) for an output folder that is a file,
+    colliding names, an output that would replace an input, or one the run did not create."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the output {out} is a file, not a folder")
+    stems = [p.stem for p in inputs]
+    if len(set(stems)) != len(stems):
+        raise ValueError("two inputs have the same file name; their outputs would collide")
+    protected = {p.resolve() for p in inputs}
+    result = Plan()
+    for p in inputs:
+        paths = outputs_for(p, out, measure)
+        clash = [q for q in paths if q.resolve() in protected]
+        if clash:
+            raise ValueError(f"refusing to overwrite the input {clash[0]} (choose another output folder)")
+        if not overwrite and any(q.exists() for q in paths):
+            if all(q.exists() for q in paths):
+                result.skipped.append(p)
+                continue
+            done = next(q for q in paths if q.exists())
+            raise ValueError(f"{done} exists and this run did not create it; pass --overwrite to replace it")
+        result.todo.append(p)
+    return result
+
+
+def segment_file(segmenter, path: Path, out: Path, diameter=None, axes: str | None = None,
+                 anisotropy: float | None = None, channel: int | None = None, rgb: bool | None = None,
+                 measure: bool = False):
+    """Segment one file into ``out``; returns the :class:`.pipeline.Result`."""
+    from .io import write_tiff
+    from .pipeline import read_input, segment_input, segment_zarr
+
+    path, out = Path(path), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".zarr":
+        return segment_zarr(segmenter, path, out / f"{path.stem}_labels.zarr", out / f"{path.stem}_cells.zarr", diameter)
+    inp = read_input(path, axes, anisotropy, channel, rgb=rgb)
+    res = segment_input(segmenter, inp, diameter)
+    write_tiff(out / f"{path.stem}_labels.tif", res.instances, **res.tiff_kwargs)
+    write_tiff(out / f"{path.stem}_cells.tif", res.semantic, **res.tiff_kwargs)
+    if measure:
+        from .measure import write_csv
+
+        write_csv(res.measurements(), out / f"{path.stem}_measurements.csv")
+    return res
+
+
+def run_folder(segmenter, inputs: list[Path], out: Path, diameter=None, measure: bool = True,
+               overwrite: bool = False, cancelled=lambda: False):
+    """Segment ``inputs`` into ``out`` one by one, as a generator of summary rows
+    ``{"file", "cells", "status", "seconds"}`` (``cells`` ``None`` when unknown; status ``done``, ``skipped`` (outputs exist:
+    done before; its cells are counted from them) or ``failed: <why>``), then write
+    ``out/summary.csv`` with every row. An unreadable file is reported and the others go on;
+    ``cancelled()`` is checked between files. Raises ``ValueError`` when the plan is refused
+    (see :func:`plan`)."""
+    import time
+
+    import numpy as np
+
+    from .data import read_image
+    from .measure import write_csv
+
+    out = Path(out)
+    work = plan(list(inputs), out, measure, overwrite)
+    rows = []
+    for p in inputs:
+        if cancelled():
+            break
+        t0 = time.perf_counter()
+        if p in work.skipped:
+            try:
+                lab = read_image(outputs_for(p, out)[0]) if p.suffix.lower() != ".zarr" else None
+                n = int(np.unique(lab[lab > 0]).size) if lab is not None else None
+            except (ValueError, OSError):
+                n = None
+            row = {"file": p.name, "cells": n, "status": "skipped (done before)"}
+        else:
+            try:
+                res = segment_file(segmenter, p, out, diameter, measure=measure)
+                row = {"file": p.name, "cells": res.n_cells, "status": "done"}
+            except (ValueError, OSError, MemoryError) as exc:
+                first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+                row = {"file": p.name, "cells": None, "status": f"failed: {first}"}
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        rows.append(row)
+        yield row
+    if rows:
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv({k: np.array([r[k] for r in rows], dtype=object) for k in ("file", "cells", "status", "seconds")}, out / "summary.csv")
