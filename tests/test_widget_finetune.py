@@ -480,3 +480,42 @@ def test_calibration_in_plain_words():
     plain, detail = plain_calibration({"calibration": dict(cal, applied=False)})
     assert "as by default" in plain and "contradicted your strokes" in plain and "kept at 0.50" in detail
     assert plain_calibration({}) == ("", "")
+
+
+def test_uncertainty_layer_and_paint_here_next(setup, em, qtbot, messages):
+    viewer, widget, image = setup
+    img, lab = em
+    ann = _paint(widget, lab)
+    assert not widget._next.enabled  # nothing to show before a preview
+    _train(qtbot, widget, lambda: widget._preview_count >= 1 and widget._next.enabled)
+    unc = viewer.layers["em uncertainty"]
+    assert unc.data.shape == img.shape and unc.data.dtype == np.float32
+    assert tuple(unc.scale) == (2.0, 2.0) and tuple(unc.translate) == (5, 7)
+    assert 0 <= unc.data.min() and unc.data.max() <= 1 and unc.data.max() > 0.2
+    assert not unc.visible  # shown on request only
+    # the plugin's own image layer is never taken for an image to train on or segment
+    viewer.layers.selection.active = unc
+    assert widget._image.value is image
+    y, x = widget.paint_here_next()
+    assert unc.visible and ann.data[y, x] == 0  # an unpainted spot ...
+    window = unc.data[max(0, y - 24): y + 24, max(0, x - 24): x + 24]
+    assert window.mean() > np.mean(unc.data[unc.data > 0])  # ... less sure than the average
+    np.testing.assert_allclose(viewer.camera.center[-2:], unc.data_to_world((y, x)), atol=1e-6)
+    assert "least sure" in widget._status.value
+    assert messages["error"] == []
+
+
+def test_most_uncertain_region_core():
+    from napari_unet.core.uncertainty import most_uncertain, uncertainty
+
+    probs = np.zeros((3, 100, 120), np.float32)
+    probs[0] = 1.0  # sure: background
+    probs[0, 60:80, 20:40] = 0.5  # torn between cell and background here
+    probs[1, 60:80, 20:40] = 0.5
+    u = uncertainty(probs)
+    assert u[70, 30] == pytest.approx(1.0) and u[10, 10] == pytest.approx(0.0)
+    y, x, level = most_uncertain(u, size=16)
+    assert 60 <= y < 80 and 20 <= x < 40 and level > 0.9
+    painted = np.zeros(u.shape, bool)
+    painted[55:85, 15:45] = True  # already painted there: look elsewhere
+    assert most_uncertain(u, size=16, exclude=painted)[2] < 0.1

@@ -68,10 +68,11 @@ def notify_error(exc: BaseException, what: str) -> None:
 
 
 def active_image(viewer) -> Image | None:
+    """The active image layer, else the last one; never one the plugin made (uncertainty)."""
     layer = viewer.layers.selection.active
-    if isinstance(layer, Image):
+    if isinstance(layer, Image) and not is_plugin_layer(layer):
         return layer
-    images = [lay for lay in viewer.layers if isinstance(lay, Image)]
+    images = [lay for lay in viewer.layers if isinstance(lay, Image) and not is_plugin_layer(lay)]
     return images[-1] if images else None
 
 

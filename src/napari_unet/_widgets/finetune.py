@@ -349,6 +349,9 @@ class FinetuneWidget(Container):
                               tooltip="A guardrail: the training may be going wrong (Stop keeps the best weights either way)")
         self._revert = PushButton(text="Revert to base", enabled=False,
                                   tooltip="Discard the fine-tuned weights and go back to the base model")
+        self._next = PushButton(text="Paint here next", enabled=False,
+                                tooltip="Show where the model is least sure (the '<image> uncertainty' layer, updated "
+                                        "with every preview) and centre the view on the most uncertain unpainted region")
         # ---- models ------------------------------------------------------------------
         self._name = LineEdit(label="Save as", value="",
                               tooltip="The name of the fine-tuned model in the model lists (letters, digits, "
@@ -368,7 +371,7 @@ class FinetuneWidget(Container):
             self._all_pairs,
             self._base,
             self._budget,
-            Container(widgets=[self._train, self._revert], **row),
+            Container(widgets=[self._train, self._revert, self._next], **row),
             self._progress,
             self._status,
             self._warning,
@@ -419,6 +422,7 @@ class FinetuneWidget(Container):
         self._from_pred.changed.connect(lambda *_: self.annotation_from_prediction())
         self._train.changed.connect(lambda *_: self._on_train())
         self._revert.changed.connect(lambda *_: self.revert_to_base())
+        self._next.changed.connect(lambda *_: self.paint_here_next())
         self._save.changed.connect(lambda *_: self.save_model())
         self._import.changed.connect(lambda *_: self._import_dialog())
         self._export.changed.connect(lambda *_: self._export_dialog())
@@ -579,7 +583,7 @@ class FinetuneWidget(Container):
         if self._closed:
             return
         layer = self.viewer.layers.selection.active
-        if isinstance(layer, Image) and self._worker is None and layer in self._image.choices:
+        if isinstance(layer, Image) and self._worker is None and layer in self._image.choices and not _common.is_plugin_layer(layer):
             self._image.value = layer
         elif isinstance(layer, Labels) and layer in self._annotation.choices and not _common.is_plugin_layer(layer):
             owner = self._owner_image(layer)
@@ -1043,6 +1047,8 @@ class FinetuneWidget(Container):
             cells.refresh()
             _common.mark_written(cells)  # a preview, not a hand edit: Segment may replace it
             self._write_instances(layer, prev, sl, shape)
+        if prev.uncertainty is not None:
+            QTimer.singleShot(0, lambda: self._write_uncertainty(layer, prev, sl, shape))
         self._preview_count += 1
         self._created = []  # the layers hold a result now
         if prev.collapsed:
@@ -1086,6 +1092,65 @@ class FinetuneWidget(Container):
             inst.data[sl] = values
             inst.refresh()
         _common.mark_written(inst)
+
+    # ---- "paint here next" -------------------------------------------------------------------
+    def _uncertainty_layer(self, layer, shape=None):
+        for lay in self.viewer.layers:
+            tag = lay.metadata.get("napari-unet") if isinstance(lay, Image) else None
+            if tag and tag.get("source") == layer.name and tag.get("kind") == "uncertainty" and (
+                    shape is None or tuple(lay.data.shape) == tuple(shape)):
+                return lay
+        return None
+
+    def _write_uncertainty(self, layer, prev, sl, shape):
+        """The preview's uncertainty into ``<image> uncertainty`` (created hidden: *Paint here
+        next* shows it), region by region like the labels."""
+        if self._closed or layer not in self.viewer.layers:
+            return
+        unc = self._uncertainty_layer(layer, shape)
+        if unc is None:
+            data = np.zeros(shape, np.float32)
+            data[sl] = prev.uncertainty
+            self.viewer.add_image(data, name=_common.unique_layer_name(self.viewer, f"{layer.name} uncertainty"),
+                                  colormap="magma", blending="additive", opacity=0.6, contrast_limits=(0, 1),
+                                  scale=layer.scale[-len(shape):], translate=layer.translate[-len(shape):], visible=False,
+                                  metadata={"napari-unet": {"source": layer.name, "kind": "uncertainty"}})
+            self.viewer.layers.selection.active = layer  # keep the user's selection on the image
+        else:
+            unc.data[sl] = prev.uncertainty
+            unc.refresh()
+        try:
+            self._next.enabled = True
+        except RuntimeError:
+            pass
+
+    def paint_here_next(self):
+        """Show the uncertainty layer and centre the view on the most uncertain region of the
+        current plane that is not painted yet; returns its ``(y, x)`` in data pixels."""
+        from ..core.uncertainty import most_uncertain
+
+        layer = self._layer or self._image.value
+        unc = self._uncertainty_layer(layer) if layer is not None else None
+        if unc is None:
+            _common.show_info("No uncertainty yet: press Train, it comes with the first preview")
+            return None
+        lead = unc.data.ndim - 2
+        index = tuple(int(i) for i in self.viewer.dims.current_step[: lead]) if lead else ()
+        plane = np.asarray(unc.data[index] if index else unc.data)
+        ann = self._annotation.value
+        painted = None
+        if ann is not None and tuple(ann.data.shape[-2:]) == plane.shape:
+            painted = np.asarray(ann.data[index] if index and ann.data.ndim > 2 else ann.data) > 0
+        y, x, level = most_uncertain(plane, size=48, exclude=painted, within=plane > 0)
+        if level <= 0:
+            _common.show_info("The model is sure everywhere in the previewed region")
+            return None
+        unc.visible = True
+        world = unc.data_to_world(index + (y, x))
+        self.viewer.camera.center = tuple(world[-2:])
+        self._status.value = (f"Paint next around ({y}, {x}): the model is least sure there "
+                              f"(mean uncertainty {level:.2f} of 1; bright in '{unc.name}')")
+        return y, x
 
     def _plugin_layer(self, layer, kind, shape):
         for lay in self.viewer.layers:

@@ -455,8 +455,10 @@ def predict_region(
     post: Postprocess | None = None,
     precision: str = "auto",
     scale: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Semantic and instance labels of ``region`` of a raw 2D ``plane`` with ``model`` as it is now.
+    with_probs: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Semantic and instance labels of ``region`` of a raw 2D ``plane`` with ``model`` as it is now
+    (and with ``with_probs`` the class probabilities of the region, at the image's scale).
 
     ``limits``: the plane's normalisation limits (computed from the whole plane when
     omitted, so a region is normalised like the whole image). ``scale``: model pixels per
@@ -476,7 +478,8 @@ def predict_region(
     else:  # the whole context at the model's scale, then the region at the image's
         probs = predict_at_scale(x, scale, lambda xs: predict_probs(model, xs, None, precision))
         probs = probs[:, y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
-    return (post or Postprocess())(probs)
+    sem, inst = (post or Postprocess())(probs)
+    return (sem, inst, probs) if with_probs else (sem, inst)
 
 
 def _labeled_box(codes: np.ndarray) -> tuple[int, int, int, int]:
@@ -546,6 +549,7 @@ class Preview:
     elapsed: float
     cell_fraction: float
     collapsed: str | None = None  # "nothing" / "everything" when the model predicts one class only
+    uncertainty: np.ndarray | None = None  # where the model is unsure (see core.uncertainty), region-sized
 
     @property
     def key(self):
@@ -600,11 +604,12 @@ class FinetuneSession:
             self._limits[key] = hit
         return hit[1]
 
-    def segment(self, plane: np.ndarray, region=None, limits=None) -> tuple[np.ndarray, np.ndarray]:
+    def segment(self, plane: np.ndarray, region=None, limits=None, with_probs: bool = False) -> tuple[np.ndarray, ...]:
         """Semantic and instance labels of ``region`` of a raw ``plane`` with the current
         weights, post-processed as Segment would with this model (call with the model in
-        eval mode)."""
-        return predict_region(self.trainer.eval_model(), plane, region, limits, self.info.percentiles, self.post, scale=self.info.scale)
+        eval mode); with ``with_probs`` also the probabilities."""
+        return predict_region(self.trainer.eval_model(), plane, region, limits, self.info.percentiles, self.post,
+                              scale=self.info.scale, with_probs=with_probs)
 
     def preview_now(self) -> Preview | None:
         """A preview of the current weights (call between training steps, same thread)."""
@@ -619,7 +624,7 @@ class FinetuneSession:
         was_training = model.training
         model.eval()
         try:
-            sem, inst = self.segment(plane, req.region, limits)
+            sem, inst, probs = self.segment(plane, req.region, limits, with_probs=True)
         finally:
             if was_training:
                 train_mode(model, self.trainer.cfg.freeze_norm)
@@ -635,7 +640,9 @@ class FinetuneSession:
                 collapsed = "nothing"
             elif frac >= 1 - self.collapse_fraction:
                 collapsed = "everything"
-        return Preview(sem, inst, req, step, elapsed, frac, collapsed)
+        from .uncertainty import uncertainty
+
+        return Preview(sem, inst, req, step, elapsed, frac, collapsed, uncertainty(probs))
 
     def run(self) -> Generator[Progress | Preview, None, Trainer]:
         """Yield :class:`Progress` after every step and a :class:`Preview` every few seconds."""
