@@ -108,6 +108,39 @@ def finetune(out: Path, seconds: float = 25):
     viewer.close()
 
 
+def paint_next(out: Path, seconds: float = 20):
+    """Fine-tune briefly on EM strokes, stop, press Paint here next: the uncertainty layer
+    and the view centred on the most uncertain unpainted region."""
+    import tifffile
+
+    from napari_unet.testing import simulate_strokes
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012" / "val"
+    img = tifffile.imread(data / "slice17.tif")[:384, :384]
+    lab = tifffile.imread(data / "slice17_labels.tif")[:384, :384]
+    viewer = napari.Viewer()
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.add_image(img, name="em slice17")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    layer = widget.new_annotation_layer()
+    strokes = simulate_strokes(lab, n_cells=6, n_background=6, length=24, seed=0)
+    for label in (1, 2):
+        layer.data_setitem(np.nonzero(strokes == label), label)
+    widget._budget.value = 0
+    widget._on_train()
+    t0 = time.time()
+    wait(lambda: time.time() - t0 > seconds and widget._next.enabled, timeout=seconds + 120)
+    widget.stop()
+    wait(lambda: not widget.running)
+    viewer.layers["em slice17 instances"].visible = False
+    viewer.reset_view()
+    widget.paint_here_next()
+    viewer.camera.zoom *= 1.6
+    wait(lambda: True)
+    viewer.screenshot(str(out), canvas_only=False)
+    viewer.close()
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs")
     out.mkdir(exist_ok=True)
@@ -125,3 +158,6 @@ if __name__ == "__main__":
     if which in ("all", "finetune"):
         finetune(out / "screenshot_finetune.png")
         print("wrote", out / "screenshot_finetune.png")
+    if which in ("all", "paint_next"):
+        paint_next(out / "screenshot_paint_next.png")
+        print("wrote", out / "screenshot_paint_next.png")

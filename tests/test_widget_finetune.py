@@ -488,20 +488,20 @@ def test_uncertainty_layer_and_paint_here_next(setup, em, qtbot, messages):
     ann = _paint(widget, lab)
     assert not widget._next.enabled  # nothing to show before a preview
     _train(qtbot, widget, lambda: widget._preview_count >= 1 and widget._next.enabled)
+    assert "em uncertainty" not in [lay.name for lay in viewer.layers]  # made on request only
+    y, x = widget.paint_here_next()
     unc = viewer.layers["em uncertainty"]
     assert unc.data.shape == img.shape and unc.data.dtype == np.float32
     assert tuple(unc.scale) == (2.0, 2.0) and tuple(unc.translate) == (5, 7)
     assert 0 <= unc.data.min() and unc.data.max() <= 1 and unc.data.max() > 0.2
-    assert not unc.visible  # shown on request only
-    # the plugin's own image layer is never taken for an image to train on or segment
-    viewer.layers.selection.active = unc
-    assert widget._image.value is image
-    y, x = widget.paint_here_next()
     assert unc.visible and ann.data[y, x] == 0  # an unpainted spot ...
     window = unc.data[max(0, y - 24): y + 24, max(0, x - 24): x + 24]
     assert window.mean() > np.mean(unc.data[unc.data > 0])  # ... less sure than the average
     np.testing.assert_allclose(viewer.camera.center[-2:], unc.data_to_world((y, x)), atol=1e-6)
     assert "least sure" in widget._status.value
+    # the plugin's own image layer is never taken for an image to train on or segment
+    viewer.layers.selection.active = unc
+    assert widget._image.value is image
     assert messages["error"] == []
 
 

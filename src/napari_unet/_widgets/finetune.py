@@ -8,30 +8,27 @@ worker uses all cores but one, leaving one for the GUI.
 
 from __future__ import annotations
 
-import re
-import threading
 import time
 import weakref
-from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, ProgressBar, PushButton, SpinBox, create_widget
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QEvent, QObject, QPointF, Qt, QTimer
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ..core.models import FINETUNE_BASE
 from . import _common
-from ._common import model_bus, model_names, refresh_model_combo, spatial_transform, upsert_labels
+from ._common import model_bus, model_names, refresh_model_combo, upsert_labels
+from .annotation import ANNOTATION_KEY, CELL_COLOR, NOT_CELL_COLOR, AnnotationMixin, annotation_owner  # noqa: F401 - API
+from .finetune_jobs import WARMED_UP, _Job, _preview_job, _start_warm_up, _train_job  # noqa: F401
+from .finetune_preview import PreviewMixin, _image_array, _labels_shape
+from .model_manager import ModelManagerMixin, _safe_name, plain_calibration  # noqa: F401 - plain_calibration: API
+from .plot import _Plot
 
 __all__ = ["FinetuneWidget", "ANNOTATION_KEY"]
 
-#: Metadata key of annotation layers this widget created: ``{"image": <image layer name>}``.
-ANNOTATION_KEY = "napari-unet-annotation"
-CELL_COLOR = (0.15, 0.85, 0.25, 1.0)  # label 1 = cell: green
-NOT_CELL_COLOR = (0.95, 0.2, 0.85, 1.0)  # label 2 = not cell: magenta
 #: Previews cover the whole plane up to this size, else the visible part (at most this size).
 PREVIEW_MAX = 640
 #: A validation score this far below the base model's counts as below it.
@@ -50,145 +47,9 @@ HELP_URL = "https://pypi.org/project/napari-unet/"  # the README, as published w
 _STATUS_TIP = "What the widget is doing, and the result of the last action"
 
 
-class _Job:
-    """State shared by the GUI thread and the training thread (no reference to the viewer)."""
-
-    def __init__(self):
-        self.request = None  # latest PreviewRequest, set by the GUI thread
-        self.trainer = None
-        self.done = threading.Event()
-        self.stop_requested = False
-        self.closing = False  # the viewer is closing: skip the final preview
-
-    def stop(self):
-        self.stop_requested = True
-        if self.trainer is not None:
-            self.trainer.stop()
-
-
-def _train_job(job: _Job, images, annotations, rgbs, base, budget, threads):
-    """The worker's generator: build the trainer, then yield its progress and previews."""
-    try:
-        from ..core.finetune import FinetuneSession, make_finetuner
-
-        trainer, info = make_finetuner(images, annotations, base, budget, rgb=rgbs)
-        job.trainer = trainer
-        if job.stop_requested:
-            trainer.stop()
-        yield ("ready", trainer, info)
-        session = FinetuneSession(trainer, info, request=lambda: job.request, threads=threads)
-        yield from session.run()
-        # the best weights are back in the model: show what Stop kept
-        if not job.closing:
-            final = session.preview_now()
-            if final is not None:
-                yield ("final", final)
-    finally:
-        job.done.set()
-
-
-def _warm_up():
-    """Import torch and what its optimiser pulls in (``torch._dynamo``) ahead of training.
-
-    The first optimiser step imports ``torch._dynamo``, whose import holds the GIL in long
-    stretches; done here, right after the widget opens, it cannot stall the viewer during
-    training.
-    """
-    try:
-        import torch
-        import torch._dynamo  # noqa: F401
-
-        from ..core import finetune, training  # noqa: F401
-    except Exception:  # noqa: BLE001 - only a warm-up; training imports these anyway
-        pass
-    finally:
-        WARMED_UP.set()
-
-
-#: Set once the background imports that the widget starts when it opens are done.
-WARMED_UP = threading.Event()
-_warm_up_started = False
-
-
-def _start_warm_up():
-    global _warm_up_started
-    if not _warm_up_started:
-        _warm_up_started = True
-        threading.Thread(target=_warm_up, name="napari-unet warm-up", daemon=True).start()
-
-
-def _preview_job(trainer, info, request):
-    from ..core.finetune import FinetuneSession
-
-    return FinetuneSession(trainer, info, request=lambda: request).preview_now()
-
-
-def _safe_name(text: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.\- ]+", "_", text).strip(" _.-")[:64]
-    return name or "fine-tuned"
-
-
-def _image_array(layer: Image) -> np.ndarray:
-    return layer.data[0] if layer.multiscale else layer.data
-
-
-def _labels_shape(layer: Image) -> tuple:
-    shape = tuple(_image_array(layer).shape)
-    return shape[:-1] if layer.rgb else shape
-
-
-_ANNOTATION_NAME = re.compile(r"^(.*) annotation(?: \[\d+\])?$")
-
-
-def annotation_owner(layer) -> str | None:
-    """Name of the image an annotation layer was made for, or ``None`` when unknown.
-
-    Layers made by *New annotation layer* / *Start from prediction* say so in their
-    metadata; other Labels layers named ``"<image> annotation"`` (or ``"... [2]"``) are
-    taken for that image's.
-    """
-    if not isinstance(layer, Labels):
-        return None
-    tag = layer.metadata.get(ANNOTATION_KEY)
-    if isinstance(tag, dict) and tag.get("image"):
-        return str(tag["image"])
-    m = _ANNOTATION_NAME.match(layer.name)
-    return m.group(1) if m else None
-
-
 def _short(name: str, n: int = 18) -> str:
     """A model name short enough for a button."""
     return name if len(name) <= n else name[: n - 1] + "\u2026"
-
-
-def plain_calibration(meta: dict) -> tuple[str, str]:
-    """``(sentence for the status line, technical detail for its tooltip)`` on a saved
-    model's calibrated cell threshold; ``("", "")`` when there is none.
-
-    The technical phrase is :func:`napari_unet.core.finetune.describe_calibration`'s. A
-    pixel is cell when its cell probability is above the threshold, so a threshold above
-    0.5 draws cells smaller, one below 0.5 larger.
-    """
-    from ..core.finetune import describe_calibration
-
-    technical = describe_calibration(meta)
-    cal = meta.get("calibration")
-    if not cal or not technical:
-        return "", ""
-    share = f"about {100 * float(cal['cell_fraction']):.0f} %"
-    th = float(meta.get("threshold", 0.5))
-    if not cal.get("applied", True):
-        plain = (f"Cells are drawn as by default: matching them to how much of your images is cell ({share}) "
-                 "would have contradicted your strokes (train longer, then save again)")
-    elif abs(th - 0.5) < 0.005:
-        plain = f"Cells are drawn as by default, which already matches how much of your images is cell ({share})"
-    else:
-        size = "smaller" if th > 0.5 else "larger"
-        amount = "a little " if abs(th - 0.5) < 0.1 else ""
-        plain = f"Cells are drawn {amount}{size} than by default, to match how much of your images is cell ({share})"
-    detail = (f"Technical: {technical}. A pixel is cell when its cell probability is above this threshold "
-              "(0.5 before calibration); the saved model carries it, and Segment's Advanced settings can change it.")
-    return plain, detail
 
 
 class _ParentWatch(QObject):
@@ -206,89 +67,6 @@ class _ParentWatch(QObject):
             except RuntimeError:  # the widget is being deleted
                 pass
         return False
-
-
-class _Plot(QWidget):
-    """Loss and validation score against training time, painted with QPainter.
-
-    Cheap to redraw (a few polylines), so the plot never holds up the event loop.
-    Loss (orange) is scaled to its maximum; the validation score (blue dots) and the base
-    model's score (dashed) use the 0..1 axis on the right.
-    """
-
-    LOSS = QColor(240, 160, 64)
-    VAL = QColor(64, 192, 240)
-    FG = QColor(214, 208, 206)
-
-    def __init__(self):
-        super().__init__()
-        self.setMinimumHeight(130)
-        self.clear()
-
-    def clear(self):
-        self.t, self.loss, self.vt, self.val = [], [], [], []
-        self.base = None
-        self.update()
-
-    def add(self, p):
-        if p.step == 0:
-            self.base = p.val_score
-            return
-        if np.isfinite(p.loss):
-            self.t.append(p.elapsed)
-            self.loss.append(p.loss)
-        if p.val_score is not None:
-            self.vt.append(p.elapsed)
-            self.val.append(p.val_score)
-
-    def draw(self):
-        self.update()
-
-    def paintEvent(self, event):
-        qp = QPainter(self)
-        qp.setRenderHint(QPainter.RenderHint.Antialiasing)
-        w, h = self.width(), self.height()
-        fm = qp.fontMetrics()
-        left, right, top, bottom = 8, 34, 16, fm.height() + 6
-        pw, ph = max(w - left - right, 10), max(h - top - bottom, 10)
-        qp.setPen(QPen(self.FG, 1))
-        qp.drawRect(left, top, pw, ph)
-        tmax = max(self.t[-1] if self.t else 0.0, self.vt[-1] if self.vt else 0.0, 1.0)
-        lmax = max(self.loss) if self.loss else 1.0
-
-        def X(t):
-            return left + pw * t / tmax
-
-        def Y(v):  # v in 0..1
-            return top + ph * (1.0 - min(max(v, 0.0), 1.0))
-
-        qp.drawText(left, h - 4, "0 s")
-        label = f"{tmax:.0f} s"
-        qp.drawText(left + pw - fm.horizontalAdvance(label), h - 4, label)
-        for v in (0.0, 0.5, 1.0):
-            qp.drawText(left + pw + 4, int(Y(v)) + fm.ascent() // 2, f"{v:g}")
-        qp.setPen(QPen(self.LOSS, 1))
-        qp.drawText(left + 2, top - 4, "loss")
-        qp.setPen(QPen(self.VAL, 1))
-        qp.drawText(left + 40, top - 4, "validation score")
-        if self.base is not None:
-            pen = QPen(self.VAL, 1, Qt.PenStyle.DashLine)
-            qp.setPen(pen)
-            qp.drawLine(QPointF(left, Y(self.base)), QPointF(left + pw, Y(self.base)))
-        if len(self.t) > 1:
-            step = max(1, len(self.t) // (2 * pw))  # at most ~2 points per pixel
-            pts = [QPointF(X(t), Y(v / lmax)) for t, v in zip(self.t[::step], self.loss[::step])]
-            qp.setPen(QPen(self.LOSS, 1))
-            qp.drawPolyline(QPolygonF(pts))
-        if self.vt:
-            pts = [QPointF(X(t), Y(v)) for t, v in zip(self.vt, self.val)]
-            qp.setPen(QPen(self.VAL, 1.5))
-            if len(pts) > 1:
-                qp.drawPolyline(QPolygonF(pts))
-            qp.setBrush(self.VAL)
-            for pt in pts:
-                qp.drawEllipse(pt, 2.5, 2.5)
-        qp.end()
 
 
 def _unbinder(viewer, keys: dict):
@@ -313,7 +91,7 @@ def _unbinder(viewer, keys: dict):
     return unbind
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container):
     """Annotation, base model, Train / Stop, live plot and preview, model management."""
 
     def __init__(self, napari_viewer):
@@ -409,6 +187,7 @@ class FinetuneWidget(Container):
         self._closed = False
         self._last_draw = 0.0
         self._preview_count = 0
+        self._uncertainty: dict = {}  # (image name, shape) -> the previews' uncertainty (see PreviewMixin)
         self._view_timer = QTimer()
         self._view_timer.setInterval(500)
         self._view_timer.timeout.connect(self._update_request)
@@ -543,42 +322,6 @@ class FinetuneWidget(Container):
         self._delete.tooltip = (f"'{name}' ships with napari-unet and cannot be deleted" if shipped
                                 else f"Delete your model '{name}' (the Base model picked above; asks first)")
 
-    def _owner_image(self, layer) -> Image | None:
-        """The open image ``layer`` was made for (see :func:`annotation_owner`), if any."""
-        owner = annotation_owner(layer)
-        if owner is None:
-            return None
-        for lay in self.viewer.layers:
-            if isinstance(lay, Image) and lay.name == owner:
-                return lay
-        return None  # made for an image that is not open (or was renamed): unknown
-
-    def _fits(self, image: Image, layer) -> bool:
-        """``layer`` can annotate ``image``: a Labels layer of its shape, not a prediction
-        layer, not made for another open image."""
-        if not isinstance(layer, Labels) or _common.is_plugin_layer(layer) or layer.multiscale:
-            return False
-        other = self._owner_image(layer)
-        return (other is None or other is image) and tuple(layer.data.shape) == _labels_shape(image)
-
-    def _annotation_for(self, image: Image):
-        """The annotation layer to pair with ``image``: the current one if made for it, else
-        the image's own (the topmost), else the current one if it fits, else any that fits,
-        else ``None``."""
-        current = self._annotation.value
-        layers = self.viewer.layers
-        choices = [lay for lay in self._annotation.choices if lay is not None and lay in layers]  # none just removed
-        if current is not None and annotation_owner(current) == image.name and current in choices:
-            return current
-        own = [lay for lay in choices if annotation_owner(lay) == image.name]
-        if own:
-            fit = [lay for lay in own if self._fits(image, lay)]  # of the image's shape, if any is
-            return max(fit or own, key=self.viewer.layers.index)
-        if current in choices and self._fits(image, current):
-            return current
-        fitting = [lay for lay in choices if self._fits(image, lay) and annotation_owner(lay) is None]
-        return max(fitting, key=self.viewer.layers.index) if fitting else None
-
     def _follow_active(self, event=None):
         if self._closed:
             return
@@ -628,115 +371,6 @@ class FinetuneWidget(Container):
                 pass
 
         QTimer.singleShot(0, match)
-
-    def _watch_annotation(self):
-        """Follow painting in the chosen annotation layer to say how it will be read."""
-        old, new = self._watched, self._annotation.value
-        if old is not new:
-            for ev in ("paint", "data"):
-                if old is not None:
-                    try:
-                        getattr(old.events, ev).disconnect(self._on_painted)
-                    except (TypeError, ValueError, RuntimeError):
-                        pass
-                if new is not None:
-                    getattr(new.events, ev).connect(self._on_painted)
-            self._watched = new
-        self._describe_annotation()
-
-    def _on_painted(self, event=None):
-        if not self._closed:
-            self._reading_timer.start()
-
-    def _describe_annotation(self):
-        from ..core.finetune import describe_reading
-        from ..core.losses import annotation_kind
-
-        ann = self._annotation.value
-        if ann is None or self._closed:
-            self._reading.value = ""
-            return
-        data = np.asarray(ann.data[0] if ann.multiscale else ann.data)
-        planes = data.reshape((-1,) + data.shape[-2:]) if data.ndim >= 2 else data[None]
-        kinds = [k for k in (annotation_kind(p) for p in planes) if k != "empty"]
-        self._reading.value = describe_reading(kinds) if kinds else "empty: paint 1 = cell and 2 = not cell"
-
-    # ---- annotation layers -----------------------------------------------------------------
-    def _style_annotation(self, layer: Labels) -> None:
-        from napari.utils.colormaps import CyclicLabelColormap
-
-        colors = np.array(layer.colormap.colors, dtype=np.float32)
-        if len(colors) > 2:
-            colors[1] = CELL_COLOR
-            colors[2] = NOT_CELL_COLOR
-            layer.colormap = CyclicLabelColormap(colors=colors, seed=getattr(layer.colormap, "seed", 0.5))
-
-    def _select_for_painting(self, layer: Labels, label: int = 1) -> None:
-        self.viewer.layers.selection.active = layer
-        layer.selected_label = label
-        layer.brush_size = max(3, int(layer.brush_size))
-        layer.mode = "paint"
-        self.reset_choices()
-        self._annotation.value = layer
-        self._describe_annotation()
-
-    def new_annotation_layer(self) -> Labels | None:
-        """An empty annotation layer for the chosen image, ready to paint label 1 (cell)."""
-        image = self._image.value
-        if image is None:
-            _common.show_info("Open an image first, then make an annotation layer for it")
-            return None
-        data = np.zeros(_labels_shape(image), np.uint8)
-        layer = self.viewer.add_labels(
-            data,
-            name=_common.unique_layer_name(self.viewer, f"{image.name} annotation"),
-            metadata={ANNOTATION_KEY: {"image": image.name}},
-            **spatial_transform(image),
-        )
-        self._style_annotation(layer)
-        self._select_for_painting(layer, 1)
-        self._status.value = "Paint cells with label 1 (green) and background with label 2 (magenta); 0 = not annotated"
-        return layer
-
-    def annotation_from_prediction(self) -> Labels | None:
-        """A copy of the Segment result for the chosen image, to correct and train on.
-
-        The instance prediction is copied as instance annotation (ids > 2), the semantic one
-        as dense labels (1 = cell, 2 = not cell). The prediction layers are not modified.
-        """
-        image = self._image.value
-        if image is None:
-            _common.show_info("Open an image first")
-            return None
-        shape = _labels_shape(image)
-        found = {}
-        for layer in self.viewer.layers:
-            tag = layer.metadata.get("napari-unet") if isinstance(layer, Labels) else None
-            if tag and tag.get("source") == image.name and layer.data.shape == shape:
-                found[tag.get("kind")] = layer
-        if not found:
-            _common.show_info(f"No prediction for '{image.name}' yet: run U-Net: Segment first")
-            return None
-        inst = found.get("instances")
-        if inst is not None and int(np.max(inst.data)) > 2:
-            data = np.array(inst.data, dtype=np.uint32 if int(np.max(inst.data)) >= 2**16 else np.uint16)
-            note = "instances copied: each id is one cell (0 = background); fix cells by painting new ids or 0"
-        else:
-            src = found.get("cells") if "cells" in found else inst
-            sem = np.asarray(src.data) > 0
-            data = np.where(sem, 1, 2).astype(np.uint8)
-            note = "prediction copied as dense labels: 1 = cell, 2 = not cell; repaint what is wrong"
-        layer = self.viewer.add_labels(
-            data,
-            name=_common.unique_layer_name(self.viewer, f"{image.name} annotation"),
-            metadata={ANNOTATION_KEY: {"image": image.name}},
-            **spatial_transform(image),
-        )
-        if data.dtype == np.uint8:
-            self._style_annotation(layer)
-        self._select_for_painting(layer, 1 if data.dtype == np.uint8 else int(data.max()) + 1)
-        self._status.value = note
-        return layer
 
     # ---- training --------------------------------------------------------------------------
     @property
@@ -1019,146 +653,6 @@ class FinetuneWidget(Container):
         self._warning.visible = bool(text)
         self._warning_kind = kind if text else ""
 
-    def _show_preview(self, prev):
-        """Write a preview into the plugin's ``cells`` / ``instances`` layers of the image.
-
-        Existing layers are updated in place (only the previewed region changes); a missing
-        layer is created, the second one on the next event-loop turn so that creating two
-        layers never blocks the viewer at once.
-        """
-        layer = self._layer
-        if layer is None or layer not in self.viewer.layers or layer.name != prev.key:
-            return
-        req = prev.request
-        shape = _labels_shape(layer)
-        if req.region is None:
-            sl = tuple(req.index) + (slice(None), slice(None))
-        else:
-            y0, y1, x0, x1 = req.region
-            sl = tuple(req.index) + (slice(y0, y1), slice(x0, x1))
-        cells = self._plugin_layer(layer, "cells", shape)
-        if cells is None:
-            data = np.zeros(shape, np.uint8)
-            data[sl] = prev.semantic
-            _common.mark_written(upsert_labels(self.viewer, data, layer, "cells", opacity=0.4))
-            QTimer.singleShot(0, lambda: self._write_instances(layer, prev, sl, shape))
-        else:
-            cells.data[sl] = prev.semantic
-            cells.refresh()
-            _common.mark_written(cells)  # a preview, not a hand edit: Segment may replace it
-            self._write_instances(layer, prev, sl, shape)
-        if prev.uncertainty is not None:
-            QTimer.singleShot(0, lambda: self._write_uncertainty(layer, prev, sl, shape))
-        self._preview_count += 1
-        self._created = []  # the layers hold a result now
-        if prev.collapsed:
-            what = "no cells" if prev.collapsed == "nothing" else "cells everywhere"
-            self._set_warning(
-                f"The model now predicts {what} in the view (collapse): check the annotation "
-                "(1 = cell, 2 = not cell), or press 'Revert to base'.",
-                kind="collapse",
-            )
-            self._revert.enabled = True
-            if "collapse" not in self._warned:
-                self._warned.add("collapse")
-                _common.show_warning(f"U-Net fine-tuning: the model predicts {what} in the view")
-        elif self._warning_kind == "collapse":
-            self._set_warning("")
-
-    def _write_instances(self, layer, prev, sl, shape):
-        if self._closed or layer not in self.viewer.layers:
-            return
-        new = prev.instances
-        inst = self._plugin_layer(layer, "instances", shape)
-        if inst is None:
-            data = np.zeros(shape, np.uint32 if int(new.max()) >= 2**16 else np.uint16)
-            data[sl] = new
-            _common.mark_written(upsert_labels(self.viewer, data, layer, "instances", opacity=0.6))
-            return
-        # ids in the previewed region follow the largest id outside it (in the same plane)
-        plane = inst.data[tuple(sl[:-2])] if len(sl) > 2 else inst.data
-        ys, xs = sl[-2], sl[-1]
-        y0, y1, _ = ys.indices(plane.shape[0])
-        x0, x1, _ = xs.indices(plane.shape[1])
-        parts = [plane[:y0], plane[y1:], plane[y0:y1, :x0], plane[y0:y1, x1:]]
-        offset = max((int(p.max()) for p in parts if p.size), default=0)
-        top = offset + int(new.max())
-        values = np.where(new > 0, new.astype(np.int64) + offset, 0)
-        if top >= np.iinfo(inst.data.dtype).max if inst.data.dtype.kind in "iu" else True:
-            data = np.asarray(inst.data, dtype=np.uint32 if top < 2**32 else np.uint64)
-            data[sl] = values
-            inst.data = data
-        else:
-            inst.data[sl] = values
-            inst.refresh()
-        _common.mark_written(inst)
-
-    # ---- "paint here next" -------------------------------------------------------------------
-    def _uncertainty_layer(self, layer, shape=None):
-        for lay in self.viewer.layers:
-            tag = lay.metadata.get("napari-unet") if isinstance(lay, Image) else None
-            if tag and tag.get("source") == layer.name and tag.get("kind") == "uncertainty" and (
-                    shape is None or tuple(lay.data.shape) == tuple(shape)):
-                return lay
-        return None
-
-    def _write_uncertainty(self, layer, prev, sl, shape):
-        """The preview's uncertainty into ``<image> uncertainty`` (created hidden: *Paint here
-        next* shows it), region by region like the labels."""
-        if self._closed or layer not in self.viewer.layers:
-            return
-        unc = self._uncertainty_layer(layer, shape)
-        if unc is None:
-            data = np.zeros(shape, np.float32)
-            data[sl] = prev.uncertainty
-            self.viewer.add_image(data, name=_common.unique_layer_name(self.viewer, f"{layer.name} uncertainty"),
-                                  colormap="magma", blending="additive", opacity=0.6, contrast_limits=(0, 1),
-                                  scale=layer.scale[-len(shape):], translate=layer.translate[-len(shape):], visible=False,
-                                  metadata={"napari-unet": {"source": layer.name, "kind": "uncertainty"}})
-            self.viewer.layers.selection.active = layer  # keep the user's selection on the image
-        else:
-            unc.data[sl] = prev.uncertainty
-            unc.refresh()
-        try:
-            self._next.enabled = True
-        except RuntimeError:
-            pass
-
-    def paint_here_next(self):
-        """Show the uncertainty layer and centre the view on the most uncertain region of the
-        current plane that is not painted yet; returns its ``(y, x)`` in data pixels."""
-        from ..core.uncertainty import most_uncertain
-
-        layer = self._layer or self._image.value
-        unc = self._uncertainty_layer(layer) if layer is not None else None
-        if unc is None:
-            _common.show_info("No uncertainty yet: press Train, it comes with the first preview")
-            return None
-        lead = unc.data.ndim - 2
-        index = tuple(int(i) for i in self.viewer.dims.current_step[: lead]) if lead else ()
-        plane = np.asarray(unc.data[index] if index else unc.data)
-        ann = self._annotation.value
-        painted = None
-        if ann is not None and tuple(ann.data.shape[-2:]) == plane.shape:
-            painted = np.asarray(ann.data[index] if index and ann.data.ndim > 2 else ann.data) > 0
-        y, x, level = most_uncertain(plane, size=48, exclude=painted, within=plane > 0)
-        if level <= 0:
-            _common.show_info("The model is sure everywhere in the previewed region")
-            return None
-        unc.visible = True
-        world = unc.data_to_world(index + (y, x))
-        self.viewer.camera.center = tuple(world[-2:])
-        self._status.value = (f"Paint next around ({y}, {x}): the model is least sure there "
-                              f"(mean uncertainty {level:.2f} of 1; bright in '{unc.name}')")
-        return y, x
-
-    def _plugin_layer(self, layer, kind, shape):
-        for lay in self.viewer.layers:
-            tag = lay.metadata.get("napari-unet") if isinstance(lay, Labels) else None
-            if tag and tag.get("source") == layer.name and tag.get("kind") == kind and tuple(lay.data.shape) == tuple(shape):
-                return lay
-        return None
-
     def _on_error(self, exc):
         if self._closed:
             return
@@ -1306,105 +800,3 @@ class FinetuneWidget(Container):
                 except (TypeError, RuntimeError):
                     pass
         return job.done.is_set()
-
-    # ---- models ---------------------------------------------------------------------------
-    def save_model(self, name: str | None = None):
-        """Save the fine-tuned (best) weights as a user model; it appears in Segment's list."""
-        from ..core.finetune import save_finetuned
-        from ..core.models import check_name, load_model
-
-        if self._trainer is None or self._worker is not None:
-            _common.show_info("Train first (and Stop), then save")
-            return None
-        name = (name if name is not None else self._name.value).strip()
-        try:
-            # a name, never a path: "../x", "/tmp/x", "a/b" or "x.pt" would land outside the
-            # models folder and never show in the Segment widget (Export... writes files)
-            check_name(name)
-            if name.lower().endswith(".pt"):
-                raise ValueError(f"{name!r} looks like a file name: type a model name (Export... writes a file)")
-            path = save_finetuned(self._trainer, name, self._info)
-        except Exception as exc:  # noqa: BLE001 - one notification, nothing lost
-            _common.notify_error(exc, "Saving the model")
-            return None
-        model_bus.changed.emit()
-        self.refresh_models(select=path.stem)
-        plain, detail = plain_calibration(load_model(path).meta)
-        same = self._no_improvement()
-        base_name = self._info.base_name if self._info is not None else "the base model"
-        text = f"Saved '{path.stem}'; it is now in the Segment widget's model list."
-        if same:
-            text += (f" It has the weights of the base model '{base_name}': training did not improve on it "
-                     f"(score {self._base_score:.3f}).")
-        self._status.value = text + (f" {plain}." if plain else "")
-        self._status.native.setToolTip(f"Saved to {path}" + (f"\n{detail}" if detail else ""))
-        if same:
-            _common.show_warning(f"U-Net: saved '{path.stem}', but it has the same weights as the base model "
-                                 f"'{base_name}': training did not improve on it")
-        else:
-            _common.show_info(f"U-Net: saved model '{path.stem}'")
-        return path
-
-    def import_model(self, path) -> str | None:
-        """Add a model file to the user's models (validated; loading never runs code)."""
-        from ..core.models import install_model
-
-        try:
-            dest = install_model(Path(path), name=_safe_name(Path(path).stem))
-        except Exception as exc:  # noqa: BLE001
-            _common.notify_error(exc, "Importing the model")
-            return None
-        model_bus.changed.emit()
-        self.refresh_models(select=dest.stem)
-        self._status.value = f"Imported '{dest.stem}'"
-        return dest.stem
-
-    def export_model(self, path, name: str | None = None):
-        """Write the model picked as base (or ``name``) to a single ``.pt`` file."""
-        from ..core.models import load_model, save_model
-
-        name = name or self._base.value
-        try:
-            loaded = load_model(name)
-            dest = save_model(Path(path), loaded.model, loaded.meta)
-        except Exception as exc:  # noqa: BLE001
-            _common.notify_error(exc, "Exporting the model")
-            return None
-        self._status.value = f"Exported '{name}' to {dest}"
-        return dest
-
-    def delete_model(self, name: str | None = None, confirm: bool = True) -> bool:
-        """Delete a user model (asks first unless ``confirm=False``)."""
-        from ..core.models import delete_model
-
-        name = name or self._base.value
-        if confirm:
-            from qtpy.QtWidgets import QMessageBox
-
-            answer = QMessageBox.question(self.native, "Delete model", f"Delete the model '{name}'? This cannot be undone.")
-            if answer != QMessageBox.StandardButton.Yes:
-                return False
-        try:
-            delete_model(name)
-        except Exception as exc:  # noqa: BLE001
-            _common.notify_error(exc, "Deleting the model")
-            return False
-        model_bus.changed.emit()
-        self.refresh_models()
-        self._status.value = f"Deleted '{name}'"
-        return True
-
-    def _import_dialog(self):
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getOpenFileName(self.native, "Import a U-Net model", "", "napari-unet model (*.pt)")
-        if path:
-            self.import_model(path)
-
-    def _export_dialog(self):
-        from qtpy.QtWidgets import QFileDialog
-
-        name = self._base.value
-        path, _ = QFileDialog.getSaveFileName(self.native, f"Export '{name}'", f"{name}.pt", "napari-unet model (*.pt)")
-        if path:
-            self.export_model(path, name)
