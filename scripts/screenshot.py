@@ -80,26 +80,32 @@ def default_model(out: Path, image: str, name: str):
     viewer.close()
 
 
+def _train_on_strokes(viewer, lab, n: int, length: int, until, timeout: float):
+    """Dock Fine-tune, paint simulated strokes from ``lab`` on the image, Train until ``until``."""
+    from napari_unet.testing import simulate_strokes
+
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    layer = widget.new_annotation_layer()
+    strokes = simulate_strokes(lab, n_cells=n, n_background=n, length=length, seed=0)
+    for label in (1, 2):
+        layer.data_setitem(np.nonzero(strokes == label), label)
+    widget._budget.value = 0
+    widget._on_train()
+    t0 = time.time()
+    wait(lambda: until(widget, t0), timeout=timeout)
+    return widget
+
+
 def finetune(out: Path, seconds: float = 25):
     """Fine-tune on simulated strokes on the phase-contrast sample; shot while training."""
     import tifffile
-
-    from napari_unet.testing import simulate_strokes
 
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "usiigaci" / "train"
     lab = tifffile.imread(data / "train_set10_labels.tif")[256:768, 256:768]
     viewer = napari.Viewer()
     viewer.window._qt_window.resize(1400, 900)
     viewer.open_sample("napari-unet", "phase_contrast")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
-    layer = widget.new_annotation_layer()
-    strokes = simulate_strokes(lab, n_cells=15, n_background=15, length=30, seed=0)
-    for label in (1, 2):
-        layer.data_setitem(np.nonzero(strokes == label), label)
-    widget._budget.value = 0
-    widget._on_train()
-    t0 = time.time()
-    wait(lambda: time.time() - t0 > seconds, timeout=seconds + 60)
+    widget = _train_on_strokes(viewer, lab, 15, 30, lambda w, t0: time.time() - t0 > seconds, seconds + 60)
     viewer.reset_view()
     wait(lambda: True)
     viewer.screenshot(str(out), canvas_only=False)
@@ -113,23 +119,14 @@ def paint_next(out: Path, seconds: float = 20):
     and the view centred on the most uncertain unpainted region."""
     import tifffile
 
-    from napari_unet.testing import simulate_strokes
-
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012" / "val"
     img = tifffile.imread(data / "slice17.tif")[:384, :384]
     lab = tifffile.imread(data / "slice17_labels.tif")[:384, :384]
     viewer = napari.Viewer()
     viewer.window._qt_window.resize(1400, 900)
     viewer.add_image(img, name="em slice17")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
-    layer = widget.new_annotation_layer()
-    strokes = simulate_strokes(lab, n_cells=6, n_background=6, length=24, seed=0)
-    for label in (1, 2):
-        layer.data_setitem(np.nonzero(strokes == label), label)
-    widget._budget.value = 0
-    widget._on_train()
-    t0 = time.time()
-    wait(lambda: time.time() - t0 > seconds and widget._next.enabled, timeout=seconds + 120)
+    widget = _train_on_strokes(viewer, lab, 6, 24, lambda w, t0: time.time() - t0 > seconds and w._next.enabled,
+                               seconds + 120)
     widget.stop()
     wait(lambda: not widget.running)
     viewer.layers["em slice17 instances"].visible = False
