@@ -212,3 +212,28 @@ def test_instance_annotation_ids_of_any_size_are_read_as_cells():
     ann[0, 0] = -1
     with pytest.raises(ValueError, match="0 \\(background\\) or positive"):
         samples_from_annotations([img], [ann])
+
+
+# ---- a bug is not a user error -------------------------------------------------------------
+def test_a_value_error_from_inside_numpy_is_a_bug_with_its_traceback(tmp_path, tiny_model, monkeypatch, capsys):
+    from napari_unet._cli_common import is_user_error, parse_diameter
+    from napari_unet.core import pipeline
+
+    with pytest.raises(ValueError) as ours:
+        parse_diameter("big")
+    assert is_user_error(ours.value)  # worded by napari-unet for the user
+    with pytest.raises(ValueError) as theirs:
+        np.zeros(3).reshape(2, 2)
+    assert not is_user_error(theirs.value)
+
+    def broken(*args, **kwargs):
+        return np.zeros(3).reshape(2, 2)  # an internal mistake
+
+    monkeypatch.setattr(pipeline, "segment_input", broken)
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, ARRAYS["uint8 2D"])
+    with pytest.raises(ValueError, match="reshape"):  # not disguised as "error: ..." in one line
+        main(["segment", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model), "-q"])
+    # ... while a user's mistake still is one line
+    assert main(["segment", str(src), "-o", str(tmp_path / "out"), "--diameter", "big"]) == 1
+    assert "--diameter must be" in capsys.readouterr().err

@@ -172,11 +172,13 @@ class SegmentJob:
     def safe(self, path: Path) -> tuple[str, str | None, str]:
         """``(name, error or None, message)``: expected failures (unreadable input, a bad
         file, a full disk) are reported, not raised; a genuine bug still raises."""
-        from ._cli_common import UserError
+        from ._cli_common import UserError, is_user_error
 
         try:
             return path.name, None, self(path)
         except (UserError, ValueError, OSError, MemoryError) as exc:
+            if not is_user_error(exc):
+                raise  # a bug, not this file's fault: its traceback shows
             return path.name, _one_line(exc), ""
 
     def __call__(self, path: Path) -> str:

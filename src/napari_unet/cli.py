@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_common import UserError, parse_diameter  # noqa: F401 - parse_diameter: part of the CLI's API
+from ._cli_common import UserError, is_user_error, parse_diameter  # noqa: F401 - parse_diameter: part of the CLI's API
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (ValueError, MemoryError) as exc:
+        if not is_user_error(exc):
+            raise  # a ValueError from inside numpy / torch is a bug: its traceback shows
         print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:  # not writable, no space, a folder where a file should be, ...
