@@ -16,6 +16,7 @@ import pytest
 import tifffile
 
 from napari_unet.cli import main
+from napari_unet.testing import odd_arrays
 
 
 class _Evil:
@@ -36,26 +37,7 @@ def _evil_file(path, marker):
 
 # ---- segment on every kind of odd array ---------------------------------------------------
 RNG = np.random.default_rng(0)
-ARRAYS = {
-    "uint8 2D": RNG.integers(0, 255, (40, 52)).astype(np.uint8),
-    "int8 2D": RNG.integers(-100, 100, (40, 52)).astype(np.int8),
-    "uint16 2D": RNG.integers(0, 60000, (40, 52)).astype(np.uint16),
-    "int32 2D": RNG.integers(-5, 5, (40, 52)).astype(np.int32),
-    "float32 NaN": np.where(RNG.random((40, 52)) < 0.1, np.nan, RNG.random((40, 52))).astype(np.float32),
-    "float64 inf": np.where(RNG.random((40, 52)) < 0.1, np.inf, RNG.random((40, 52))),
-    "all NaN": np.full((40, 52), np.nan, np.float32),
-    "constant": np.full((40, 52), 7, np.uint16),
-    "bool": RNG.random((40, 52)) < 0.3,
-    "tiny 3x3": RNG.random((3, 3)).astype(np.float32),
-    "one row": RNG.random((1, 64)).astype(np.float32),
-    "RGB": RNG.integers(0, 255, (40, 52, 3)).astype(np.uint8),
-    "RGBA": RNG.integers(0, 255, (40, 52, 4)).astype(np.uint8),
-    "stack ZYX": RNG.random((5, 40, 52)).astype(np.float32),  # (3 planes: tifffile stores them as RGB)
-    "TZYX": RNG.random((2, 3, 24, 28)).astype(np.float32),
-    "1D": RNG.random(100).astype(np.float32),
-    "empty": np.zeros((0, 40), np.float32),
-    "complex": (RNG.random((16, 16)) + 1j).astype(np.complex64),
-}
+ARRAYS = odd_arrays()
 
 
 @pytest.mark.parametrize("name", list(ARRAYS))

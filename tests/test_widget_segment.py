@@ -418,3 +418,32 @@ def test_run_on_folder_segments_every_image_skips_done_ones_and_reports(viewer_w
     again = {r["file"]: r for r in widget.last_summary}
     assert again["a.tif"]["status"].startswith("skipped") and again["a.tif"]["cells"] == rows["a.tif"]["cells"]
     assert (out / "a_labels.tif").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("name", ["uint8 2D", "int8 2D", "float32 NaN", "float64 inf", "all NaN", "constant", "bool",
+                                  "tiny 3x3", "one row", "RGB", "RGBA", "stack ZYX", "TZYX", "1D", "empty"])
+def test_any_array_segments_or_one_clear_message(viewer_widget, qtbot, monkeypatch, name):
+    """The bad-input matrix of tests/test_safety.py, through the widget: labels with the
+    layer's spatial shape, or one notification; never a traceback or a frozen viewer."""
+    import napari_unet._widgets._common as common
+    from napari_unet.testing import odd_arrays
+
+    viewer, widget = viewer_widget
+    errors = []
+    monkeypatch.setattr(common, "show_error", lambda msg: errors.append(msg))
+    data = odd_arrays()[name]
+    try:
+        layer = viewer.add_image(data, name="odd", rgb=name in ("RGB", "RGBA"))
+    except Exception:  # noqa: BLE001 - napari itself refuses it: nothing for the plugin to do
+        pytest.skip(f"napari does not open a {name} array")
+    widget._image.value = layer
+    before = np.array(layer.data, copy=True)
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    np.testing.assert_array_equal(np.asarray(layer.data), before)  # the image is never modified
+    made = [lay for lay in viewer.layers if lay.name == "odd instances"]
+    if made:
+        spatial = data.shape[:-1] if name in ("RGB", "RGBA") else data.shape
+        assert made[0].data.shape[-2:] == spatial[-2:] and not errors
+    else:
+        assert len(errors) == 1 and "\n" not in errors[0] and "Traceback" not in errors[0], errors

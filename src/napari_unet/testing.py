@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["blobs", "data_dir", "discs", "simulate_strokes"]
+__all__ = ["blobs", "data_dir", "discs", "odd_arrays", "simulate_strokes"]
 
 
 def data_dir() -> Path:
@@ -112,3 +112,30 @@ def simulate_strokes(
         ann[y0:y1, x0:x1][stroke] = 2
         placed += 1
     return ann
+
+
+def odd_arrays() -> dict[str, np.ndarray]:
+    """The images a user may open that a segmenter must either segment or refuse in one
+    clear line: every dtype, NaN and inf, constant, tiny and one-row, 1D, empty, complex,
+    RGB(A), stacks (the bad-input matrix of the CLI and widget tests)."""
+    rng = np.random.default_rng(0)
+    return {
+    "uint8 2D": rng.integers(0, 255, (40, 52)).astype(np.uint8),
+    "int8 2D": rng.integers(-100, 100, (40, 52)).astype(np.int8),
+    "uint16 2D": rng.integers(0, 60000, (40, 52)).astype(np.uint16),
+    "int32 2D": rng.integers(-5, 5, (40, 52)).astype(np.int32),
+    "float32 NaN": np.where(rng.random((40, 52)) < 0.1, np.nan, rng.random((40, 52))).astype(np.float32),
+    "float64 inf": np.where(rng.random((40, 52)) < 0.1, np.inf, rng.random((40, 52))),
+    "all NaN": np.full((40, 52), np.nan, np.float32),
+    "constant": np.full((40, 52), 7, np.uint16),
+    "bool": rng.random((40, 52)) < 0.3,
+    "tiny 3x3": rng.random((3, 3)).astype(np.float32),
+    "one row": rng.random((1, 64)).astype(np.float32),
+    "RGB": rng.integers(0, 255, (40, 52, 3)).astype(np.uint8),
+    "RGBA": rng.integers(0, 255, (40, 52, 4)).astype(np.uint8),
+    "stack ZYX": rng.random((5, 40, 52)).astype(np.float32),  # (3 planes: tifffile stores them as RGB)
+    "TZYX": rng.random((2, 3, 24, 28)).astype(np.float32),
+    "1D": rng.random(100).astype(np.float32),
+    "empty": np.zeros((0, 40), np.float32),
+    "complex": (rng.random((16, 16)) + 1j).astype(np.complex64),
+}
