@@ -132,7 +132,6 @@ def paint_next(out: Path, seconds: float = 20):
     viewer.layers["em slice17 instances"].visible = False
     viewer.reset_view()
     widget.paint_here_next()
-    viewer.camera.zoom *= 1.6
     wait(lambda: True)
     viewer.screenshot(str(out), canvas_only=False)
     viewer.close()

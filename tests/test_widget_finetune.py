@@ -499,6 +499,9 @@ def test_uncertainty_layer_and_paint_here_next(setup, em, qtbot, messages):
     assert window.mean() > np.mean(unc.data[unc.data > 0])  # ... less sure than the average
     np.testing.assert_allclose(viewer.camera.center[-2:], unc.data_to_world((y, x)), atol=1e-6)
     assert "least sure" in widget._status.value
+    marker = viewer.layers["em paint here"]
+    np.testing.assert_allclose(marker.data, [[y, x]])
+    np.testing.assert_allclose(marker.scale, (2.0, 2.0))
     # the plugin's own image layer is never taken for an image to train on or segment
     viewer.layers.selection.active = unc
     assert widget._image.value is image

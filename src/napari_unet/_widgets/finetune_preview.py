@@ -169,6 +169,7 @@ class PreviewMixin:
             return None
         world = unc.data_to_world(index + (y, x))
         self.viewer.camera.center = tuple(world[-2:])
+        self._mark_spot(layer, unc, index + (y, x))
         self._status.value = (f"Paint next around ({y}, {x}): the model is least sure there "
                               f"(mean uncertainty {level:.2f} of 1; bright in '{unc.name}')")
         return y, x
@@ -179,3 +180,17 @@ class PreviewMixin:
             if tag and tag.get("source") == layer.name and tag.get("kind") == kind and tuple(lay.data.shape) == tuple(shape):
                 return lay
         return None
+
+    def _mark_spot(self, layer, unc, point):
+        """A ring around the spot in ``<image> paint here`` (one point, replaced each time)."""
+        name = f"{layer.name} paint here"
+        marker = next((lay for lay in self.viewer.layers if lay.name == name and _common.is_plugin_layer(lay)), None)
+        if marker is None:
+            active = self.viewer.layers.selection.active
+            self.viewer.add_points([point], name=name, size=48, symbol="ring", face_color="transparent",
+                                   border_color="yellow", scale=unc.scale, translate=unc.translate,
+                                   metadata={"napari-unet": {"source": layer.name, "kind": "paint here"}})
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active
+        else:
+            marker.data = np.asarray([point], float)
