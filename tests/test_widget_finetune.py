@@ -497,7 +497,7 @@ def test_uncertainty_layer_and_paint_here_next(setup, em, qtbot, messages):
     assert unc.visible and ann.data[y, x] == 0  # an unpainted spot ...
     window = unc.data[max(0, y - 24): y + 24, max(0, x - 24): x + 24]
     assert window.mean() > np.mean(unc.data[unc.data > 0])  # ... less sure than the average
-    np.testing.assert_allclose(viewer.camera.center[-2:], unc.data_to_world((y, x)), atol=1e-6)
+    np.testing.assert_allclose(_common.camera(viewer).center[-2:], unc.data_to_world((y, x)), atol=1e-6)
     assert "least sure" in widget._status.value
     marker = viewer.layers["em paint here"]
     np.testing.assert_allclose(marker.data, [[y, x]])

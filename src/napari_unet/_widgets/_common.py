@@ -67,6 +67,13 @@ def notify_error(exc: BaseException, what: str) -> None:
         show_error(f"{what} failed: {exc.__class__.__name__}: {exc}")
 
 
+def camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` since napari 0.9 (``viewer.camera`` is
+    deprecated there), ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return getattr(scene, "camera", None) or viewer.camera
+
+
 def active_image(viewer) -> Image | None:
     """The active image layer, else the last one; never one the plugin made (uncertainty)."""
     layer = viewer.layers.selection.active

@@ -168,7 +168,7 @@ class PreviewMixin:
             _common.show_info("The model is sure everywhere in the previewed region")
             return None
         world = unc.data_to_world(index + (y, x))
-        self.viewer.camera.center = tuple(world[-2:])
+        _common.camera(self.viewer).center = tuple(world[-2:])
         self._mark_spot(layer, unc, index + (y, x))
         self._status.value = (f"Paint next around ({y}, {x}): the model is least sure there "
                               f"(mean uncertainty {level:.2f} of 1; bright in '{unc.name}')")

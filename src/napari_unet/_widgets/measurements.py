@@ -186,11 +186,11 @@ class MeasurementsWidget(Container):
         for wd, v in world.items():
             if wd not in displayed:
                 dims.set_point(wd, v)
-        center = list(self.viewer.camera.center)
+        center = list(_common.camera(self.viewer).center)
         shown = [world.get(wd) for wd in displayed]
         current = center[-len(displayed):]
         center[-len(displayed):] = [c if v is None else v for v, c in zip(shown, current)]
-        self.viewer.camera.center = tuple(center)
+        _common.camera(self.viewer).center = tuple(center)
 
     # ---- export ---------------------------------------------------------------------------
     def export_csv(self, path: str | None = None):
