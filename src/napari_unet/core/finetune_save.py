@@ -1,0 +1,196 @@
+"""Keeping the result of fine-tuning: the cell threshold calibrated on the annotated images,
+the saved model file (atomically, named, with its settings and history) and revert to base."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .losses import BACKGROUND
+from .models import check_name, list_models, save_model, user_dir
+from .postprocess import POSTPROCESS_KEYS, prior_shift_threshold
+from .training import Trainer, predict_probs, train_mode
+
+if TYPE_CHECKING:
+    from .finetune import FinetuneInfo
+
+
+# ---- saving --------------------------------------------------------------------------------
+def _destination(path_or_name: str | os.PathLike, overwrite: bool) -> tuple[Path, str]:
+    s = str(path_or_name)
+    p = Path(s)
+    is_path = isinstance(path_or_name, Path) or s.endswith(".pt") or os.sep in s or (os.altsep and os.altsep in s)
+    if is_path:
+        if p.suffix != ".pt":
+            p = p.with_suffix(".pt")
+        if p.is_dir():
+            raise ValueError(f"{p} is a folder; give a model file name ending in .pt")
+        dest, name = p, p.stem
+    else:
+        name = check_name(s)
+        if name in {m.name for m in list_models() if m.source == "shipped"}:
+            raise ValueError(f"{name!r} is the name of a shipped model; choose another")
+        dest = user_dir(create=True) / f"{name}.pt"
+    if dest.exists() and not overwrite:
+        raise FileExistsError(f"a model named {name!r} exists already ({dest}); choose another name")
+    return dest, name
+
+
+def _kept_model(trainer: Trainer, state: dict | None = None):
+    """The model with ``state`` (default: the kept weights, else the current ones) loaded."""
+    model = trainer.eval_model()
+    state = state if state is not None else trainer.best_state
+    if state is not None:
+        model = copy.deepcopy(model)
+        model.load_state_dict(state)
+    return model
+
+
+def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: int = 1024) -> tuple[float, float, bool] | None:
+    """``(threshold, cell fraction, applied)`` for the fine-tuned model on the user's
+    annotated planes, or ``None`` when calibration is off. ``applied`` is false (and the
+    threshold 0.5) when the calibrated threshold would misclassify the painted pixels.
+
+    Balanced strokes teach the model that half of all pixels are cells (the painted share
+    says nothing about the image's); EM (:func:`.postprocess.prior_shift_threshold`) on
+    every pixel of the annotated planes (central crops of at most ``max_side``) estimates
+    the real share, and the cell threshold moves ``trainer.calibrate_strength`` of the way
+    (in log-odds) to the one that matches it: the fine-tuned network is over-confident
+    on pixels nobody painted, which makes EM overshoot (see the module docstring).
+    ``state``: weights to use (default the best so far, else the current ones).
+    """
+    if not getattr(trainer, "calibrate", False):
+        return None
+    model = _kept_model(trainer, state)
+    was_training = model.training
+    model.eval()
+    probs, painted = {}, []
+    try:
+        for smp in list(trainer.train) + list(trainer.val):
+            h, w = smp.image.shape[-2:]
+            y0, x0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
+            region = (y0, min(h, y0 + max_side), x0, min(w, x0 + max_side))
+            if id(smp.image) not in probs:
+                probs[id(smp.image)] = 1.0 - predict_probs(model, smp.image, region, trainer.precision)[0]
+            codes = smp.full_codes()[region[0] : region[1], region[2] : region[3]]
+            painted.append((probs[id(smp.image)][codes > 0], codes[codes > 0] != BACKGROUND))
+    finally:
+        if was_training:
+            train_mode(model, trainer.cfg.freeze_norm)
+    th, frac = prior_shift_threshold(np.concatenate([p.ravel() for p in probs.values()]), trainer.train_prior,
+                                     strength=float(getattr(trainer, "calibrate_strength", 1.0)))
+    # A model stopped after a few steps can be far from calibrated, and the estimate with
+    # it: keep the new threshold unless it gets the painted pixels clearly wrong (moving the
+    # threshold to the image's prior costs some stroke pixels near the decision boundary).
+    p_cell = np.concatenate([p for p, _ in painted])
+    is_cell = np.concatenate([c for _, c in painted])
+    if _balanced_accuracy(p_cell > th, is_cell) < _balanced_accuracy(p_cell > 0.5, is_cell) - 0.1:
+        return 0.5, frac, False
+    return th, frac, True
+
+
+def finetuned_settings(trainer: Trainer, state: dict | None = None, max_side: int = 1024) -> dict:
+    """The post-processing metadata a fine-tuned model is saved with: ``threshold`` (when
+    the calibration is applied) and ``calibration`` (see :func:`calibrate_threshold`), for
+    ``state`` (default the kept weights); empty when calibration is off."""
+    cal = calibrate_threshold(trainer, state, max_side)
+    if cal is None:
+        return {}
+    th, frac, applied = cal
+    out: dict = {"threshold": round(th, 4)} if applied else {}
+    out["calibration"] = {"cell_fraction": round(frac, 4), "train_prior": round(float(trainer.train_prior), 4), "applied": applied,
+                          "strength": float(getattr(trainer, "calibrate_strength", 1.0))}
+    return out
+
+
+def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean of the recalls of the two classes (a class that is not painted counts as 1)."""
+    rec = [float(np.mean(pred[truth == c] == c)) if np.any(truth == c) else 1.0 for c in (True, False)]
+    return float(np.mean(rec))
+
+
+def describe_calibration(meta: dict) -> str:
+    """One phrase on a saved model's calibrated cell threshold ("" when there is none)."""
+    cal = meta.get("calibration")
+    if not cal:
+        return ""
+    th = float(meta.get("threshold", 0.5))
+    if not cal.get("applied", True):
+        return (f"cell threshold kept at {th:.2f}: the one for the {100 * float(cal['cell_fraction']):.0f} % "
+                "cells estimated in your images misclassified your strokes (train longer)")
+    towards = "for" if float(cal.get("strength", 1.0)) >= 1.0 else "moved towards the one for"
+    return f"cell threshold {th:.2f} ({towards} the {100 * float(cal['cell_fraction']):.0f} % cells estimated in your images)"
+
+
+def save_finetuned(
+    trainer: Trainer,
+    path_or_name: str | os.PathLike,
+    info: FinetuneInfo,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    overwrite: bool = False,
+    extra: dict | None = None,
+) -> Path:
+    """Write the fine-tuned model (best weights) as a model file; return its path.
+
+    ``path_or_name``: a file path (``.pt`` added if missing) or a model name, saved into
+    the user's model folder (:func:`~.models.user_dir`) where the Segment widget lists it.
+    The metadata records the base model, its object diameter, normalisation and
+    post-processing settings, how the annotations were read, the training time and the
+    validation scores. The file is written atomically.
+    """
+    dest, default_name = _destination(path_or_name, overwrite)
+    name = name or default_name
+    model = _kept_model(trainer)
+    base = info.base_meta
+    h = trainer.history
+    seconds = h[-1].elapsed if h else 0.0
+    meta = {
+        "name": name,
+        "description": description
+        if description is not None
+        else f"Fine-tuned from {info.base_name} on {info.reading}",
+        "diameter": base.get("diameter"),
+        "normalization": list(info.percentiles),
+        "classes": base.get("classes", ["background", "interior", "boundary"]),
+        "base": {"name": info.base_name, "description": base.get("description", "")},
+        "finetune": {
+            "annotation_kinds": list(info.kinds),
+            "reading": info.reading,
+            "labeled_pixels": dict(info.labeled),
+            "held_out_validation": info.held_out,
+            "steps": trainer.step,
+            "seconds": round(float(seconds), 1),
+            "val_score": trainer.best_score,
+            "base_val_score": trainer.base_score,
+            "score": "mean IoU of cell / not cell on held-out annotated pixels",
+            "created": datetime.datetime.now().isoformat(timespec="seconds"),
+            "config": {
+                **{k: getattr(trainer.cfg, k) for k in ("patch", "batch", "lr", "weight_decay", "warmup", "freeze_norm", "loss", "seed", "ema", "keep_within")},
+                "class_balance": getattr(trainer, "class_weights", None) is not None,
+                "prior_weight": float(getattr(trainer, "aux_weight", 0.0) if getattr(trainer, "base_aux", None) else 0.0),
+                "fill_holes": float(getattr(trainer, "fill_holes", 0.0)),
+            },
+        },
+    }
+    for k in (*POSTPROCESS_KEYS, "image_diameter"):
+        if k in base:
+            meta[k] = base[k]
+    meta.update(finetuned_settings(trainer))
+    if extra:
+        meta.update(extra)
+    return save_model(dest, model, meta)
+
+
+def revert_to_base(trainer: Trainer, info: FinetuneInfo) -> None:
+    """Put the base weights back into ``trainer`` (revert): the model and the best state."""
+    trainer.model.load_state_dict(info.base_state)
+    trainer.eval_model().load_state_dict(info.base_state)  # the moving average too, if any
+    trainer.best_state = {k: v.clone() for k, v in info.base_state.items()}
+    trainer.best_score = trainer.top_score = trainer.base_score
