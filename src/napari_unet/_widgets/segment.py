@@ -26,28 +26,25 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
-from napari.layers import Image, Tracks
+from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from qtpy.QtCore import QTimer
 
-from . import _common
 from ._common import (
     Relay,
     active_image,
-    add_plugin_labels,
     edited_since_written,
     fingerprint,
-    mark_written,
     model_bus,
     model_names,
     notify_error,
-    plugin_layers,
     refresh_model_combo,
     show_info,
-    unique_layer_name,
 )
 from .batch import FolderRunMixin
+from .segment_axes import AxesMixin, _Geometry, _layer_dims, _plane_data  # noqa: F401
+from .segment_results import ResultsMixin
 
 __all__ = ["SegmentWidget", "RUN_KEY"]
 
@@ -76,16 +73,7 @@ class _Outcome:
     spacing: tuple | None = None  # the pixel size the measurements are in (None: pixels)
 
 
-@dataclass(frozen=True)
-class _Geometry:
-    """The result layers' axes (the image's without C and S), scale and translate."""
-
-    axes: str
-    scale: tuple
-    translate: tuple
-
-
-class SegmentWidget(FolderRunMixin, Container):
+class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
     """Image picker, axes, model picker, object diameter, Run / Cancel, progress.
 
     *Axes* names the image's dimensions (guessed from its shape, editable); a Z axis gives
@@ -223,177 +211,6 @@ class SegmentWidget(FolderRunMixin, Container):
                 self.viewer.bind_key(RUN_KEY, unbound, overwrite=True)
         except Exception:  # noqa: BLE001 - the viewer is closing too
             pass
-
-    # ---- axes, anisotropy, channel -------------------------------------------------------
-    def _watch(self, layer):
-        """Follow the picked image's data and scale (its axes and anisotropy depend on them)."""
-        old = self._watched
-        if old is not None:
-            for ev in (old.events.data, old.events.scale):
-                ev.disconnect(self._layer_changed)
-        self._watched = layer
-        if layer is not None:
-            for ev in (layer.events.data, layer.events.scale):
-                ev.connect(self._layer_changed)
-
-    def _layer_changed(self, event=None):
-        try:
-            self._fill_axes()
-        except RuntimeError:  # the dock was closed
-            self._watch(None)
-
-    def _image_changed(self, *_):
-        layer = self._image.value
-        if layer is not self._watched:
-            self._watch(layer)
-        self._fill_axes()
-
-    def _fill_axes(self):
-        """The picked layer's axes (typed by the user for it, else guessed), anisotropy, channel."""
-        layer = self._image.value
-        self._filling = True
-        try:
-            if layer is None:
-                self._axes.value = ""
-            else:
-                shape = tuple(_plane_data(layer).shape)
-                typed = self._typed_axes.get(layer)
-                if typed is not None and typed[0] == shape:
-                    axes = typed[1]
-                else:
-                    try:
-                        from ..core.axes import guess_axes
-
-                        axes = guess_axes(shape, rgb=bool(layer.rgb))
-                    except ValueError:
-                        axes = ""
-                self._axes.value = axes
-            self._fill_anisotropy()
-        finally:
-            self._filling = False
-        self._describe_plan()
-
-    def _parsed_axes(self, notify: bool = False) -> str | None:
-        """The Axes box checked against the picked image; ``None`` (and a notification with
-        ``notify``) when it does not fit."""
-        axes, error = self._check_axes()
-        if error is not None and notify:
-            notify_error(error, "Axes")
-        return axes
-
-    def _check_axes(self) -> tuple[str | None, ValueError | None]:
-        layer = self._image.value
-        if layer is None:
-            return None, None
-        from ..core.axes import parse_axes
-
-        try:
-            axes = parse_axes(self._axes.value, _plane_data(layer).shape, option="axes")
-            if layer.rgb and not axes.endswith(("S", "C")):
-                raise ValueError(f"axes {axes}: '{layer.name}' is an RGB layer, its last axis holds the colours (S)")
-        except ValueError as exc:
-            return None, exc
-        return axes, None
-
-    def _axes_typed(self, *_):
-        if self._filling:
-            return
-        axes = self._parsed_axes()
-        layer = self._image.value
-        if axes is not None and layer is not None:
-            self._typed_axes[layer] = (tuple(_plane_data(layer).shape), axes)
-        self._filling = True
-        try:
-            self._fill_anisotropy()
-        finally:
-            self._filling = False
-        self._describe_plan()
-
-    def _axes_entered(self):
-        if self._image.value is not None and self._parsed_axes(notify=True) is not None:
-            self._axes.value = self._parsed_axes()  # the canonical (upper case) spelling
-
-    def _fill_anisotropy(self):
-        """Anisotropy from the layer's scale (z step / y pixel size); the Channel range."""
-        layer, axes = self._image.value, self._parsed_axes()
-        self._aniso_scale = None
-        has_z = axes is not None and "Z" in axes
-        has_c = axes is not None and "C" in axes
-        if has_z:
-            dims = _layer_dims(layer, axes)
-            if "Z" in dims and "Y" in dims:
-                sz, sy = abs(float(layer.scale[dims.index("Z")])), abs(float(layer.scale[dims.index("Y")]))
-                if sz > 0 and sy > 0:
-                    self._aniso_scale = sz / sy
-                    value = sz / sy
-                    typed = self._typed_aniso.get(layer)
-                    if typed is not None and typed[0] == self._aniso_scale:
-                        value = typed[1]  # what the user typed for this layer (its scale unchanged)
-                    self._anisotropy.value = min(max(value, self._anisotropy.min), self._anisotropy.max)
-        if has_c:
-            n = int(_plane_data(layer).shape[axes.index("C")])
-            self._channel.max = max(n - 1, 0)
-            self._channel.value = min(self._channel.value, n - 1)
-        self._anisotropy.visible = has_z
-        self._channel.visible = has_c
-
-    def _anisotropy_typed(self, *_):
-        layer = self._image.value
-        if not self._filling and layer is not None and self._aniso_scale is not None:
-            self._typed_aniso[layer] = (self._aniso_scale, float(self._anisotropy.value))
-        self._describe_plan()
-
-    def _anisotropy_value(self) -> tuple[float, str]:
-        """The anisotropy to use and where it comes from."""
-        value = float(self._anisotropy.value)
-        if self._aniso_scale is not None and abs(value - self._aniso_scale) <= 0.0005 * max(1.0, self._aniso_scale):
-            return self._aniso_scale, "from the layer scale"
-        return value, "set here"
-
-    def _describe_plan(self):
-        """Say what Run will do with the picked image and its axes."""
-        try:
-            self._plan.value = self._plan_text()
-        except RuntimeError:  # the dock was closed
-            pass
-
-    def _plan_text(self) -> str:
-        layer = self._image.value
-        if layer is None:
-            return ""
-        axes, error = self._check_axes()
-        if error is not None:
-            return f"{error} - correct the axes to run"
-        shape = dict(zip(axes, _plane_data(layer).shape))
-        parts = []
-        if "Z" in axes:
-            a, src = self._anisotropy_value()
-            vol = f"{shape['Z']} planes, anisotropy {a:.3g} ({src})"
-            from ..core.stack import MIN_PLANES_3D
-
-            how = "3D instances" if shape["Z"] >= MIN_PLANES_3D else "3D instances linked plane to plane (few planes)"
-            if "T" in axes:
-                parts.append(f"time-lapse of {shape['T']} 3D volumes, {vol}, {how}, ids kept over time")
-            else:
-                parts.append(f"3D volume, {vol}, {how}")
-        elif "T" in axes:
-            parts.append(f"time-lapse, {shape['T']} frames, ids kept over time")
-        elif "S" in axes:
-            parts.append("RGB image, segmented as one grayscale channel")
-        else:
-            parts.append(f"2D image, {shape['Y']} x {shape['X']} px")
-        if "C" in axes:
-            parts.append(f"channel {self._channel.value} of {shape['C']} ({shape['C']} channels)")
-        return "; ".join(parts)
-
-    def _geometry(self, layer, axes: str) -> _Geometry:
-        """Axes, scale and translate of the result layers: the image's without C and S."""
-        from ..core.axes import labels_axes
-
-        dims = _layer_dims(layer, axes)
-        keep = [i for i, ch in enumerate(dims) if ch not in "CS"]
-        return _Geometry(labels_axes(axes), tuple(float(layer.scale[i]) for i in keep),
-                         tuple(float(layer.translate[i]) for i in keep))
 
     # ---- running ---------------------------------------------------------------------
     @property
@@ -553,75 +370,6 @@ class SegmentWidget(FolderRunMixin, Container):
         else:
             self._last = None
 
-    def _target(self, source, kind: str, shape) -> tuple:
-        """The plugin layer to write ``kind`` into (``None``: a new one), and the layers
-        kept because they were edited since the plugin wrote them."""
-        candidates = plugin_layers(self.viewer, source.name, kind, shape)
-        edited = [lay for lay in candidates if edited_since_written(lay)]
-        free = [lay for lay in candidates if lay not in edited]
-        recent = self._recent.get((source.name, kind))
-        target = recent if recent is not None and recent in free else (free[-1] if free else None)
-        return target, edited
-
-    def _write(self, source, kind: str, data: np.ndarray, fp, geometry: _Geometry, notes: list, **kwargs):
-        target, edited = self._target(source, kind, data.shape)
-        if target is not None:
-            target.data = data
-            target.scale = geometry.scale
-            target.translate = geometry.translate
-            target.metadata[_common._KEY]["axes"] = geometry.axes
-        else:
-            name = unique_layer_name(self.viewer, f"{source.name} {kind}")
-            target = add_plugin_labels(self.viewer, data, source, kind, name, geometry.scale, geometry.translate,
-                                       tag={"axes": geometry.axes}, **kwargs)
-            if edited:
-                which = ", ".join(f"'{lay.name}'" for lay in edited)
-                was, it = ("was", "it was") if len(edited) == 1 else ("were", "they were")
-                notes.append(f"{which} {was} edited since Segment wrote it, so {it} kept: the new {kind} are in '{target.name}'")
-        mark_written(target, fp if target.data is data else None)
-        self._recent[(source.name, kind)] = target
-        return target
-
-    def _show_result(self, layer, res: _Outcome, geometry: _Geometry | None):
-        if layer not in self.viewer.layers:
-            self._status.value = "image removed; results not added"
-            show_info(f"'{layer.name}' was removed while it was segmented; results not added")
-            return None
-        if geometry is None:
-            geometry = self._geometry(layer, self._parsed_axes() or ("YXS" if layer.rgb else "YX"))
-        kept: list[str] = []
-        fps = res.written or (None, None)
-        cells = self._write(layer, "cells", res.semantic, fps[0], geometry, kept, opacity=0.4)
-        inst = self._write(layer, "instances", res.instances, fps[1], geometry, kept, opacity=0.6)
-        inst.features = res.features if res.features is not None else {}  # (never a stale table)
-        inst.metadata[_common._KEY]["spacing"] = tuple(res.spacing) if res.spacing else (1.0,) * inst.ndim
-        self._show_tracks(layer, res, geometry)
-        n = res.n_cells
-        secs = time.perf_counter() - self._t0
-        msg = f"{n} cells in {secs:.1f} s"
-        notes = list(res.notes) + list(res.extra)
-        if notes:
-            msg += " (" + "; ".join(notes) + ")"
-        if kept:
-            msg += ". " + "; ".join(kept)
-        self._status.value = msg
-        show_info(f"U-Net: {msg}")
-        return cells, inst
-
-    def _show_tracks(self, layer, res: _Outcome, geometry: _Geometry):
-        """A Tracks layer ``<image> tracks`` of a time-lapse's cells (replaced at each Run)."""
-        old = [lay for lay in self.viewer.layers if isinstance(lay, Tracks)
-               and (lay.metadata.get(_common._KEY) or {}).get("source") == layer.name]
-        if res.tracks is None:  # not a time-lapse
-            return
-        for lay in old:
-            self.viewer.layers.remove(lay)
-        if len(res.tracks) == 0:
-            return
-        self.viewer.add_tracks(res.tracks, name=unique_layer_name(self.viewer, f"{layer.name} tracks"),
-                               scale=geometry.scale, translate=geometry.translate, tail_length=10,
-                               metadata={_common._KEY: {"source": layer.name, "kind": "tracks"}})
-
     def _on_error(self, exc):
         self._close_activity()
         if isinstance(exc, Cancelled):
@@ -720,16 +468,6 @@ class SegmentWidget(FolderRunMixin, Container):
         self._worker = worker
         self._run.text = "Cancel"
         worker.start()
-
-
-def _plane_data(layer: Image):
-    """The array Segment runs on: the layer's data, its full resolution if multiscale."""
-    return layer.data[0] if layer.multiscale else layer.data
-
-
-def _layer_dims(layer: Image, axes: str) -> str:
-    """The letters of the layer's own dimensions: an RGB layer's colour axis is not one."""
-    return axes[:-1] if layer.rgb else axes
 
 
 def _measure_2d(instances: np.ndarray, image: np.ndarray, spacing) -> dict:
