@@ -191,7 +191,7 @@ def _distance_maps(mask):
 def test_fast_distance_transform_matches_scipy():
     from scipy import ndimage as ndi
 
-    from napari_unet.core.postprocess import _edt
+    from napari_unet.core.seeds import _edt
 
     rng = np.random.default_rng(0)
     masks = [rng.random(shape) > p for p in (0.02, 0.3, 0.7, 0.999)
@@ -215,7 +215,7 @@ def test_fast_h_maxima_seeds_match_the_region_by_region_reference(seed):
     for any peak (one seed as a whole), 2D and 3D (``core.stack`` uses the same function)."""
     from scipy import ndimage as ndi
 
-    from napari_unet.core.postprocess import _deep_peaks, _deep_peaks_reference
+    from napari_unet.core.seeds import _deep_peaks, _deep_peaks_reference
 
     rng = np.random.default_rng(seed)
     shape = [(60, 80), (7, 300), (120, 90), (1, 50), (40, 1), (16, 24, 20)][seed]
@@ -235,7 +235,7 @@ def test_fast_h_maxima_keep_h_maximas_float32_tolerance():
     dropped it)."""
     from scipy import ndimage as ndi
 
-    from napari_unet.core.postprocess import _deep_peaks, _deep_peaks_reference
+    from napari_unet.core.seeds import _deep_peaks, _deep_peaks_reference
 
     d = np.zeros((5, 6), np.float32)
     d[1:4, 1:5] = 5.0
@@ -249,7 +249,7 @@ def test_fast_h_maxima_keep_h_maximas_float32_tolerance():
 def test_fast_distance_peaks_drop_peaks_at_the_image_minimum():
     """peak_local_max's threshold is the image's minimum: a plateau at that height far from
     the higher part of its region gives no peak."""
-    from napari_unet.core.postprocess import _distance_peaks, _distance_peaks_reference
+    from napari_unet.core.seeds import _distance_peaks, _distance_peaks_reference
 
     d = np.ones((5, 60), np.float32)
     d[2, 30:58] = 2.0
@@ -264,7 +264,7 @@ def test_fast_distance_peaks_drop_peaks_at_the_image_minimum():
 def test_fast_distance_peaks_match_peak_local_max(seed):
     from scipy import ndimage as ndi
 
-    from napari_unet.core.postprocess import _distance_peaks, _distance_peaks_reference
+    from napari_unet.core.seeds import _distance_peaks, _distance_peaks_reference
 
     rng = np.random.default_rng(10 + seed)
     shape = [(60, 80), (7, 300), (120, 90), (1, 50), (40, 1)][seed]
@@ -319,15 +319,8 @@ def test_fast_path_matches_the_reference_on_real_probabilities(real_probabilitie
 
     from scipy import ndimage as ndi
 
-    from napari_unet.core.postprocess import (
-        _deep_peaks,
-        _deep_peaks_reference,
-        _distance_peaks,
-        _distance_peaks_reference,
-        _edt,
-        _instances_from_probs_reference,
-        seed_spacing,
-    )
+    from napari_unet.core.postprocess import _instances_from_probs_reference, seed_spacing
+    from napari_unet.core.seeds import _deep_peaks, _deep_peaks_reference, _distance_peaks, _distance_peaks_reference, _edt
 
     for name, shipped, diameter, probs in real_probabilities:
         modes = [dataclasses.replace(shipped, min_distance=None, depth=0.07 * diameter),

@@ -387,12 +387,11 @@ def instances_3d(bg: np.ndarray, inner: np.ndarray, post, anisotropy: float = 1.
         return semantic, np.zeros(bg.shape, np.uint16)
     from skimage.segmentation import watershed
 
+    from .seeds import padded_boxes
+
     min_vol = min_volume(post.min_size, diameter, a)
     offset = 0
-    for i, box in enumerate(ndi.find_objects(regions), 1):
-        if box is None:
-            continue
-        box = tuple(slice(max(sl.start - 1, 0), sl.stop + 1) for sl in box)
+    for i, box in padded_boxes(regions):
         own = regions[box] == i
         b, inn = bg[box], inner[box]
         seeds_mask = (inn > post.seed_threshold) & own
