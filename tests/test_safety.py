@@ -219,3 +219,21 @@ def test_a_value_error_from_inside_numpy_is_a_bug_with_its_traceback(tmp_path, t
     # ... while a user's mistake still is one line
     assert main(["segment", str(src), "-o", str(tmp_path / "out"), "--diameter", "big"]) == 1
     assert "--diameter must be" in capsys.readouterr().err
+
+
+def test_a_folder_run_reports_bad_files_but_raises_bugs(tmp_path, monkeypatch):
+    from napari_unet.core import batch
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.tif").write_bytes(b"not a tiff")  # the file's fault: reported, the run goes on
+    rows = list(batch.run_folder(None, [src / "a.tif"], tmp_path / "out"))
+    assert rows[0]["status"].startswith("failed: cannot read") and rows[0]["cells"] is None
+    tifffile.imwrite(src / "a.tif", ARRAYS["uint8 2D"])
+
+    def broken(*args, **kwargs):
+        return np.zeros(3).reshape(2, 2)  # an internal mistake
+
+    monkeypatch.setattr(batch, "segment_file", broken)
+    with pytest.raises(ValueError, match="reshape"):
+        list(batch.run_folder(None, [src / "a.tif"], tmp_path / "out2"))

@@ -14,23 +14,11 @@ class UserError(Exception):
 
 
 def is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is worded for the user (one line) rather than a bug (a traceback).
+    """Whether ``exc`` is worded for the user (one line) rather than a bug (a traceback):
+    :class:`UserError`, or what :func:`.core.errors.is_input_error` says."""
+    from .core.errors import is_input_error
 
-    :class:`UserError`, ``OSError`` and ``MemoryError`` always are. A ``ValueError`` is when
-    napari-unet raised it itself (its code says what is wrong with the input, and wraps what
-    readers raise on bad files); one raised inside numpy, scipy or torch and not caught on
-    the way is a bug, and its traceback must show.
-    """
-    if isinstance(exc, (UserError, OSError, MemoryError)):
-        return True
-    if not isinstance(exc, ValueError):
-        return False
-    tb = exc.__traceback__
-    if tb is None:
-        return True
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return str(tb.tb_frame.f_globals.get("__name__", "")).startswith("napari_unet")
+    return isinstance(exc, UserError) or is_input_error(exc)
 
 
 def parse_diameter(value):

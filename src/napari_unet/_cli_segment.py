@@ -179,7 +179,9 @@ class SegmentJob:
         except (UserError, ValueError, OSError, MemoryError) as exc:
             if not is_user_error(exc):
                 raise  # a bug, not this file's fault: its traceback shows
-            return path.name, _one_line(exc), ""
+            from .core.errors import one_line
+
+            return path.name, one_line(exc), ""
 
     def __call__(self, path: Path) -> str:
         from ._cli_common import parse_diameter
@@ -192,11 +194,3 @@ class SegmentJob:
                            o["channel"], rgb=True if o["rgb"] else None, measure=o["measure"])
         extra = f" ({'; '.join(res.notes)})" if res.notes else ""
         return f"{path.name}: {res.n_cells} cells -> {out} ({time.perf_counter() - t0:.1f} s){extra}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else exc.__class__.__name__
-    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
-        msg = f"{exc.strerror or exc.__class__.__name__}: {exc.filename}" if exc.filename else msg
-    return msg

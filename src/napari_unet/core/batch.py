@@ -81,16 +81,17 @@ def segment_file(segmenter, path: Path, out: Path, diameter=None, axes: str | No
 
     path, out = Path(path), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    labels, cells, *table = outputs_for(path, out, measure)
     if path.suffix.lower() == ".zarr":
-        return segment_zarr(segmenter, path, out / f"{path.stem}_labels.zarr", out / f"{path.stem}_cells.zarr", diameter)
+        return segment_zarr(segmenter, path, labels, cells, diameter)
     inp = read_input(path, axes, anisotropy, channel, rgb=rgb)
     res = segment_input(segmenter, inp, diameter)
-    write_tiff(out / f"{path.stem}_labels.tif", res.instances, **res.tiff_kwargs)
-    write_tiff(out / f"{path.stem}_cells.tif", res.semantic, **res.tiff_kwargs)
-    if measure:
+    write_tiff(labels, res.instances, **res.tiff_kwargs)
+    write_tiff(cells, res.semantic, **res.tiff_kwargs)
+    if table:
         from .measure import write_csv
 
-        write_csv(res.measurements(), out / f"{path.stem}_measurements.csv")
+        write_csv(res.measurements(), table[0])
     return res
 
 
@@ -107,6 +108,7 @@ def run_folder(segmenter, inputs: list[Path], out: Path, diameter=None, measure:
     import numpy as np
 
     from .data import read_image
+    from .errors import is_input_error, one_line
     from .measure import write_csv
 
     out = Path(out)
@@ -128,8 +130,9 @@ def run_folder(segmenter, inputs: list[Path], out: Path, diameter=None, measure:
                 res = segment_file(segmenter, p, out, diameter, measure=measure)
                 row = {"file": p.name, "cells": res.n_cells, "status": "done"}
             except (ValueError, OSError, MemoryError) as exc:
-                first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-                row = {"file": p.name, "cells": None, "status": f"failed: {first}"}
+                if not is_input_error(exc):
+                    raise  # a bug, not this file's fault: its traceback shows
+                row = {"file": p.name, "cells": None, "status": f"failed: {one_line(exc)}"}
         row["seconds"] = round(time.perf_counter() - t0, 2)
         rows.append(row)
         yield row
