@@ -133,6 +133,8 @@ def main(argv=None) -> int:
                    help="write the final predictions (uint8 TIFFs, 1 = cell) and an error breakdown here")
     args = p.parse_args(argv)
 
+    from dataclasses import asdict
+
     import torch
 
     from napari_unet.core.finetune import (
@@ -146,12 +148,13 @@ def main(argv=None) -> int:
     from napari_unet.core.models import FINETUNE_BASE
     from napari_unet.testing import simulate_strokes
 
+    defaults = asdict(FINETUNE_DEFAULTS)
     overrides = {}
     for kv in args.set:
         k, v = kv.split("=", 1)
-        if k not in FINETUNE_DEFAULTS:
-            raise SystemExit(f"unknown setting {k!r}; known: {', '.join(FINETUNE_DEFAULTS)}")
-        overrides[k] = type(FINETUNE_DEFAULTS[k])(v) if not isinstance(FINETUNE_DEFAULTS[k], bool) else v.lower() in ("1", "true", "yes")
+        if k not in defaults:
+            raise SystemExit(f"unknown setting {k!r}; known: {', '.join(defaults)}")
+        overrides[k] = type(defaults[k])(v) if not isinstance(defaults[k], bool) else v.lower() in ("1", "true", "yes")
     threads = args.threads or default_threads()
 
     strokes = load("val", STROKE_IMAGES)
@@ -170,7 +173,7 @@ def main(argv=None) -> int:
           f"{n_cell} cell + {n_bg} membrane pixels ({100 * frac:.2f} % of the pixels)")
     print(f"scored on isbi2012/{args.eval_split}: {len(evalset)} images; base model {base}; "
           f"budget {args.budget:g} s; torch threads {threads} of {os.cpu_count()} cores")
-    settings = dict(FINETUNE_DEFAULTS, **overrides)
+    settings = dict(defaults, **overrides)
     print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
 
     # ---- U-Net fine-tuning, timed as a user pressing Train -------------------------------

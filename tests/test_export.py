@@ -62,7 +62,7 @@ def test_bioimageio_core_test_passes(package, weight_format):
 
 def test_import_round_trip_predicts_the_same(package, capsys):
     from napari_unet._sample_data import load
-    from napari_unet.core.bioimageio import import_package
+    from napari_unet.core.bioimageio_import import import_package
     from napari_unet.core.models import list_models, load_model
     from napari_unet.core.normalize import normalize
 
@@ -87,7 +87,7 @@ def test_import_round_trip_predicts_the_same(package, capsys):
 
 
 def test_import_refuses_other_packages(package, tmp_path):
-    from napari_unet.core.bioimageio import import_package
+    from napari_unet.core.bioimageio_import import import_package
 
     def repack(name, edit):
         out = tmp_path / name
@@ -165,7 +165,8 @@ def test_export_never_overwrites_unless_asked(tmp_path, capsys):
 
 def test_export_overwrite_small_unpadded_model(tmp_path):
     """--overwrite replaces the file atomically; an unpadded (valid) U-Net exports too."""
-    from napari_unet.core.bioimageio import export_package, import_package
+    from napari_unet.core.bioimageio import export_package
+    from napari_unet.core.bioimageio_import import import_package
     from napari_unet.core.model import UNet, UNetConfig
     from napari_unet.core.models import save_model
 

@@ -176,7 +176,7 @@ def test_save_finetuned_by_name_and_path(em, finetune_base, tmp_path):
     assert 0.1 <= th <= 0.9 and 0 < frac < 1
     assert loaded.meta.get("threshold", 0.5) == pytest.approx(th if applied else base.meta.get("threshold", 0.5), abs=1e-4)
     assert loaded.meta["calibration"] == {"cell_fraction": pytest.approx(frac, abs=1e-4), "train_prior": 0.5, "applied": applied,
-                                          "strength": FINETUNE_DEFAULTS["calibrate_strength"]}
+                                          "strength": FINETUNE_DEFAULTS.calibrate_strength}
     from napari_unet.core.inference import Segmenter
 
     assert Segmenter(path).settings().threshold == loaded.meta.get("threshold", 0.5)

@@ -8,17 +8,16 @@ import tifffile
 
 from napari_unet._widgets import _common
 from napari_unet._widgets.finetune import (
-    BELOW_BASE_POPUP_S,
     CELL_COLOR,
     HELP_URL,
     NOT_CELL_COLOR,
     STOP_KEY,
     TRAIN_KEY,
-    WARMED_UP,
     FinetuneWidget,
     plain_calibration,
 )
 from napari_unet._widgets.segment import SegmentWidget
+from napari_unet.core.finetune_control import BELOW_BASE_POPUP_S
 from napari_unet.core.models import list_models, load_model
 from napari_unet.testing import simulate_strokes
 
@@ -64,7 +63,7 @@ def _paint(widget, lab, seed=0):
 
 
 def _train(qtbot, widget, until, timeout=60_000):
-    widget._on_train()
+    widget._train.native.click()
     qtbot.waitUntil(lambda: widget.running, timeout=5_000)
     qtbot.waitUntil(until, timeout=timeout)
     widget.stop()
@@ -131,7 +130,7 @@ def test_train_preview_stop_save_and_segment(setup, em, qtbot, messages, finetun
     for name in (finetune_base, "em strokes"):
         seg._image.value = image
         seg._model.value = name
-        seg._on_run()
+        seg._run.native.click()
         qtbot.waitUntil(lambda: not seg.running, timeout=60_000)
         outputs[name] = viewer.layers["em cells"].data.copy()
     assert not np.array_equal(outputs[finetune_base], outputs["em strokes"])
@@ -157,7 +156,7 @@ def test_event_loop_never_stalls(setup, em, qtbot, messages):
     viewer, widget, image = setup
     img, lab = em
     _paint(widget, lab, seed=3)
-    assert WARMED_UP.wait(30)  # the imports the widget starts when it opens (a user paints meanwhile)
+    assert widget.warmed_up.wait(30)  # the imports the widget starts when it opens (a user paints meanwhile)
     ticks = []
     timer = QTimer()
     timer.setInterval(20)
@@ -165,7 +164,7 @@ def test_event_loop_never_stalls(setup, em, qtbot, messages):
     timer.start()
     qtbot.wait(100)
     t_press = time.perf_counter()
-    widget._on_train()  # creates the (empty) prediction layers, then starts the worker
+    widget._train.native.click()  # creates the (empty) prediction layers, then starts the worker
     press = time.perf_counter() - t_press
     qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step >= 1, timeout=30_000)
     t_train = time.perf_counter()
@@ -221,7 +220,7 @@ def test_bad_input_one_clear_message(setup, em, qtbot, messages, case):
         other.data[50:60, 10:20] = 2
         widget._annotation.value = other
     n_layers = len(viewer.layers)
-    widget._on_train()
+    widget._train.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
     assert len(messages["error"]) == 1, messages
     msg = messages["error"][0]
@@ -234,7 +233,7 @@ def test_image_removed_mid_training(setup, em, qtbot, messages):
     viewer, widget, image = setup
     img, lab = em
     _paint(widget, lab, seed=5)
-    widget._on_train()
+    widget._train.native.click()
     qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step > 5, timeout=60_000)
     viewer.layers.remove(image)
     qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
@@ -254,7 +253,7 @@ def test_viewer_closed_mid_training(make_napari_viewer, finetune_base, em, qtbot
     widget._image.value = viewer.add_image(img, name="em")
     widget._budget.value = 0
     _paint(widget, lab, seed=7)
-    widget._on_train()
+    widget._train.native.click()
     qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step > 3, timeout=60_000)
     job, trainer = widget._job, widget._trainer
     t0 = time.perf_counter()
@@ -301,7 +300,7 @@ def test_guardrails_warn_on_a_trend_only(setup, em, qtbot, messages):
     viewer, widget, image = setup
     img, lab = em
     _paint(widget, lab, seed=11)
-    widget._on_train()
+    widget._train.native.click()
     qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step >= 1, timeout=60_000)
     widget.stop()
     qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
@@ -309,7 +308,7 @@ def test_guardrails_warn_on_a_trend_only(setup, em, qtbot, messages):
     messages["warning"].clear()
     widget._set_warning("")
     widget._revert.enabled = False
-    widget._vals = []
+    widget.run.vals = []
     warned = lambda: not widget._warning.native.isHidden() and "below the base model" in widget._warning.value  # noqa: E731
     base = trainer.base_score
     # what the worker would send: dips below the base model's score, early in training
@@ -370,7 +369,7 @@ def test_annotation_follows_image_and_mismatch_refused(setup, em, qtbot, message
     # a mismatched pair (forced) is refused with one clear message
     widget._annotation.value = ann_a
     n_layers = len(viewer.layers)
-    widget._on_train()
+    widget._train.native.click()
     assert not widget.running and len(viewer.layers) == n_layers
     assert len(messages["error"]) == 1 and "made for image 'em', not 'em2'" in messages["error"][0]
 

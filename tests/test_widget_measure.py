@@ -27,7 +27,7 @@ def setup(make_napari_viewer, shipped_model):
 def _segment(viewer, seg, qtbot, data, **kwargs):
     image = viewer.add_image(data, **kwargs)
     seg._image.value = image
-    seg._on_run()
+    seg._run.native.click()
     qtbot.waitUntil(lambda: not seg.running, timeout=120_000)
     return viewer.layers[f"{image.name} instances"]
 

@@ -24,7 +24,7 @@ def test_segment_adds_and_updates_layers(viewer_widget, qtbot):
     assert widget._image.value is image  # follows the active layer
     assert widget._model.value in widget._model.choices
     before = image.data.copy()
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     names = [lay.name for lay in viewer.layers]
     assert f"{image.name} cells" in names and f"{image.name} instances" in names
@@ -36,7 +36,7 @@ def test_segment_adds_and_updates_layers(viewer_widget, qtbot):
     assert set(np.unique(cells.data)) == {0, 1}
     np.testing.assert_array_equal(image.data, before)  # the image is never modified
     # running again updates the same layers instead of adding copies
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     assert len(viewer.layers) == 3
 
@@ -46,19 +46,19 @@ def test_stack_and_rgb_inputs(viewer_widget, qtbot):
     data = nuclei()[0][0][:128, :160]
     stack = viewer.add_image(np.stack([data, data[::-1]]), name="stack")
     widget._image.value = stack
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     inst = viewer.layers["stack instances"]
     assert inst.data.shape == stack.data.shape and inst.data[0].max() > 0 and inst.data[1].max() > 0
     assert widget._axes.value == "ZYX" and "3D" in widget._status.value  # a (2, Y, X) stack is taken for planes
     rgb = viewer.add_image(np.repeat((data // 16).astype(np.uint8)[..., None], 3, -1), name="rgb", rgb=True)
     widget._image.value = rgb
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert viewer.layers["rgb instances"].data.shape == data.shape
     # a stack's probabilities are not kept: a changed setting waits for Run, and says so
     widget._image.value = stack
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     before = inst.data.copy()
     widget._advanced.value = True
@@ -76,20 +76,20 @@ def test_bad_inputs_notify_without_crashing(viewer_widget, qtbot, monkeypatch):
     monkeypatch.setattr(common, "show_error", lambda msg: messages.append(msg))
     const = viewer.add_image(np.full((40, 50), 3, np.uint16), name="constant")
     widget._image.value = const
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert viewer.layers["constant instances"].data.max() == 0  # nothing found, no crash
     nan = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     nan[10:20] = np.nan
     viewer.add_image(nan, name="nan")
     widget._image.value = viewer.layers["nan"]
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert "nan instances" in [lay.name for lay in viewer.layers]
     assert messages == []
     tiny = viewer.add_image(np.zeros((3, 4), np.uint8), name="tiny")
     widget._image.value = tiny
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert viewer.layers["tiny instances"].data.shape == (3, 4)
 
@@ -100,7 +100,7 @@ def test_removing_the_image_mid_run_loses_nothing(viewer_widget, qtbot):
     image = viewer.add_image(data, name="gone")
     other = viewer.add_labels(np.zeros(data.shape, np.uint8), name="mine")
     widget._image.value = image
-    widget._on_run()
+    widget._run.native.click()
     viewer.layers.remove(image)
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert [lay.name for lay in viewer.layers] == ["mine"]
@@ -114,7 +114,7 @@ def test_advanced_settings_reapply_without_the_network(viewer_widget, qtbot, mon
     image = viewer.add_image(data, name="crop")
     # (the viewer window is not shown in tests: "hidden" is what the widget asked for)
     assert widget._threshold.native.isHidden()
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     cells, inst = viewer.layers["crop cells"], viewer.layers["crop instances"]
     first_cells, first_inst = cells.data.copy(), inst.data.copy()
@@ -153,7 +153,7 @@ def test_changed_settings_never_overwrite_edited_results(viewer_widget, qtbot):
     viewer, widget = viewer_widget
     viewer.add_image(nuclei()[0][0][:200, :200], name="crop")
     widget._advanced.value = True
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     inst = viewer.layers["crop instances"]
     # the user corrects the result by hand (painting into the layer)
@@ -164,7 +164,7 @@ def test_changed_settings_never_overwrite_edited_results(viewer_widget, qtbot):
     assert not widget.running
     np.testing.assert_array_equal(inst.data, edited)
     # an explicit Run segments again, into a new layer: the corrected one is kept as it is
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     np.testing.assert_array_equal(inst.data, edited)
     new = viewer.layers["crop instances [2]"]
@@ -178,7 +178,7 @@ def test_the_boxes_show_the_models_own_settings_after_a_run_with_others(viewer_w
     widget._advanced.value = True
     own = widget._threshold.native.specialValueText()
     widget._threshold.value = 0.8
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     widget._show_model_settings()
     assert widget._threshold.native.specialValueText() == own and "0.80" not in own
@@ -190,7 +190,7 @@ def test_model_tooltip_and_hint_on_an_implausible_result(viewer_widget, qtbot):
     assert tip.startswith(f"{widget._model.value}:") and len(tip) > 40  # says what the model is for
     blank = viewer.add_image(np.zeros((64, 64), np.uint16), name="blank")
     widget._image.value = blank
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert "no cells found" in widget._status.value and "Fine-tune" in widget._status.value
     assert widget._status.native.wordWrap()  # long notes wrap instead of widening the dock
@@ -208,7 +208,7 @@ def test_a_volume_gets_3d_instances_with_its_scale(viewer_widget, qtbot, blobs):
     assert widget._channel.native.isHidden()
     plan = widget._plan.value
     assert "3D volume" in plan and "16 planes" in plan and "anisotropy 2" in plan and "from the layer scale" in plan
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     inst, cells = viewer.layers["vol instances"], viewer.layers["vol cells"]
     for layer in (inst, cells):
@@ -245,7 +245,7 @@ def test_a_time_lapse_keeps_ids_over_time(viewer_widget, qtbot):
     widget._axes.native.editingFinished.emit()
     assert widget._axes.value == "TYX" and widget._anisotropy.native.isHidden()
     assert "time-lapse, 3 frames, ids kept over time" in widget._plan.value
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     inst = viewer.layers["movie instances"]
     assert inst.data.shape == movie.shape and tuple(inst.scale) == (5.0, 0.5, 0.5)
@@ -282,7 +282,7 @@ def test_channels_and_wrong_axes(viewer_widget, qtbot, monkeypatch):
     assert not widget._channel.native.isHidden() and widget._channel.max == 1
     widget._channel.value = 1
     assert "channel 1 of 2" in widget._plan.value
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     inst = viewer.layers["two instances"]
     assert inst.data.shape == crop.shape and inst.data.max() > 3 and len(image.scale) == 3 and len(inst.scale) == 2
@@ -294,7 +294,7 @@ def test_channels_and_wrong_axes(viewer_widget, qtbot, monkeypatch):
         assert errors and errors[-1].startswith("Axes:"), bad
         assert "correct the axes" in widget._plan.value
     n = len(errors)
-    widget._on_run()
+    widget._run.native.click()
     assert not widget.running and len(errors) == n + 1 and "correct the axes" in widget._status.value
 
 
@@ -302,7 +302,7 @@ def test_measurements_in_features(viewer_widget, qtbot):
     viewer, widget = viewer_widget
     crop = nuclei()[0][0][:200, :200]
     viewer.add_image(crop, name="crop", scale=(0.5, 0.5))
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     inst = viewer.layers["crop instances"]
     feats = inst.features
@@ -324,17 +324,17 @@ def test_edited_results_are_kept_and_ctrl_z_still_works(viewer_widget, qtbot, bl
     viewer, widget = viewer_widget
     vol = blobs((10, 64, 64), ((5, 20, 20), (5, 44, 44)), r=10, rz=4)
     viewer.add_image(vol, name="v")
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     inst = viewer.layers["v instances"]
     # an unedited result is updated in place
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     assert [lay.name for lay in viewer.layers] == ["v", "v cells", "v instances"]
     # the user erases a cell in 3D by hand
     inst.data_setitem(tuple(np.nonzero(inst.data == inst.data[5, 20, 20])), 0)
     edited = inst.data.copy()
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     np.testing.assert_array_equal(inst.data, edited)
     new = viewer.layers["v instances [2]"]
@@ -344,7 +344,7 @@ def test_edited_results_are_kept_and_ctrl_z_still_works(viewer_widget, qtbot, bl
     inst.undo()  # the edit is still undoable
     assert inst.data[5, 20, 20] > 0
     # the next Run updates the layer it wrote last instead of piling up a third
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     assert "v instances [3]" not in [lay.name for lay in viewer.layers]
 
@@ -438,7 +438,7 @@ def test_any_array_segments_or_one_clear_message(viewer_widget, qtbot, monkeypat
         pytest.skip(f"napari does not open a {name} array")
     widget._image.value = layer
     before = np.array(layer.data, copy=True)
-    widget._on_run()
+    widget._run.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     np.testing.assert_array_equal(np.asarray(layer.data), before)  # the image is never modified
     made = [lay for lay in viewer.layers if lay.name == "odd instances"]

@@ -75,7 +75,7 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
-    from .core.bioimageio import install_package
+    from .core.bioimageio_import import install_package
 
     dest = install_package(args.package, name=args.name, overwrite=args.overwrite)
     if not args.quiet:

@@ -8,10 +8,12 @@ import re
 
 import numpy as np
 from napari.layers import Image, Labels
+from qtpy.QtCore import QTimer
 
 from . import _common
 from ._common import spatial_transform
 from .finetune_preview import _labels_shape
+from .model_manager import _safe_name
 
 #: Metadata key of annotation layers this widget created: ``{"image": <image layer name>}``.
 ANNOTATION_KEY = "napari-unet-annotation"
@@ -184,3 +186,71 @@ class AnnotationMixin:
         self._select_for_painting(layer, 1 if data.dtype == np.uint8 else int(data.max()) + 1)
         self._status.value = note
         return layer
+
+    # ---- which image and annotation are picked ----------------------------------------------
+    def _follow_active(self, event=None):
+        if self._closed:
+            return
+        layer = self.viewer.layers.selection.active
+        if isinstance(layer, Image) and self._worker is None and layer in self._image.choices and not _common.is_plugin_layer(layer):
+            self._image.value = layer
+        elif isinstance(layer, Labels) and layer in self._annotation.choices and not _common.is_plugin_layer(layer):
+            owner = self._owner_image(layer)
+            if owner is not None and owner is not self._image.value:
+                if self._worker is not None or owner not in self._image.choices:
+                    return  # the image is locked while training: keep the pair
+                self._annotation.value = layer  # so that the image's change keeps it
+                self._image.value = owner
+            self._annotation.value = layer
+
+    def _follow_image(self):
+        """Pick the chosen image's own annotation layer, and a default model name."""
+        image = self._image.value
+        if image is None or self._closed:
+            return
+        ann = self._annotation_for(image)
+        if ann is not self._annotation.value:
+            self._annotation.value = ann
+        if self._name.value in ("", self._auto_name):  # never replace a name the user typed
+            self._auto_name = _safe_name(f"{image.name} fine-tuned")
+            self._name.value = self._auto_name
+
+    def _on_layer_inserted(self, event=None):
+        """A new layer: pick it when it is the chosen image's annotation and none is picked
+        (or the picked one belongs to another image). Done on the next event-loop turn, once
+        the pickers list the layer."""
+        if self._closed:
+            return
+
+        def match():
+            if self._closed:
+                return
+            try:
+                image, current = self._image.value, self._annotation.value
+                if image is None:
+                    return
+                if current is None or self._owner_image(current) not in (None, image):
+                    ann = self._annotation_for(image)
+                    if ann is not current:
+                        self._annotation.value = ann
+            except RuntimeError:  # the widget is gone
+                pass
+
+        QTimer.singleShot(0, match)
+
+    def _pairs(self):
+        """(image layer, annotation layer) pairs to train on; the chosen pair first."""
+        image, ann = self._image.value, self._annotation.value
+        pairs = [(image, ann)]
+        if self._all_pairs.value:
+            names = {lay.name: lay for lay in self.viewer.layers if isinstance(lay, Image)}
+            for layer in self.viewer.layers:
+                tag = layer.metadata.get(ANNOTATION_KEY) if isinstance(layer, Labels) else None
+                if not tag or layer is ann:
+                    continue
+                img = names.get(tag.get("image"))
+                if img is None or img is image or tuple(layer.data.shape) != _labels_shape(img):
+                    continue
+                if np.any(layer.data):
+                    pairs.append((img, layer))
+        return pairs

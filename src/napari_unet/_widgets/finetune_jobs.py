@@ -18,8 +18,9 @@ class _Job:
 
     def stop(self):
         self.stop_requested = True
-        if self.trainer is not None:
-            self.trainer.stop()
+        trainer = getattr(self, "trainer", None)  # None also while garbage collection tears it down
+        if trainer is not None:
+            trainer.stop()
 
 
 def _train_job(job: _Job, images, annotations, rgbs, base, budget, threads):
@@ -43,7 +44,7 @@ def _train_job(job: _Job, images, annotations, rgbs, base, budget, threads):
         job.done.set()
 
 
-def _warm_up():
+def _warm_up(done: threading.Event):
     """Import torch and what its optimiser pulls in (``torch._dynamo``) ahead of training.
 
     The first optimiser step imports ``torch._dynamo``, whose import holds the GIL in long
@@ -58,19 +59,15 @@ def _warm_up():
     except Exception:  # noqa: BLE001 - only a warm-up; training imports these anyway
         pass
     finally:
-        WARMED_UP.set()
+        done.set()
 
 
-#: Set once the background imports that the widget starts when it opens are done.
-WARMED_UP = threading.Event()
-_warm_up_started = False
-
-
-def _start_warm_up():
-    global _warm_up_started
-    if not _warm_up_started:
-        _warm_up_started = True
-        threading.Thread(target=_warm_up, name="napari-unet warm-up", daemon=True).start()
+def start_warm_up() -> threading.Event:
+    """Start the warm-up imports in a daemon thread; the event is set when they are done
+    (owned by the widget that asked: a second widget's warm-up finds the modules imported)."""
+    done = threading.Event()
+    threading.Thread(target=_warm_up, args=(done,), name="napari-unet warm-up", daemon=True).start()
+    return done
 
 
 def _preview_job(trainer, info, request):

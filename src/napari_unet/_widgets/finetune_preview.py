@@ -56,19 +56,7 @@ class PreviewMixin:
             QTimer.singleShot(0, lambda: self._write_uncertainty(layer, prev, sl, shape))
         self._preview_count += 1
         self._created = []  # the layers hold a result now
-        if prev.collapsed:
-            what = "no cells" if prev.collapsed == "nothing" else "cells everywhere"
-            self._set_warning(
-                f"The model now predicts {what} in the view (collapse): check the annotation "
-                "(1 = cell, 2 = not cell), or press 'Revert to base'.",
-                kind="collapse",
-            )
-            self._revert.enabled = True
-            if "collapse" not in self._warned:
-                self._warned.add("collapse")
-                _common.show_warning(f"U-Net fine-tuning: the model predicts {what} in the view")
-        elif self._warning_kind == "collapse":
-            self._set_warning("")
+        self._apply(self.run.preview(prev.collapsed))
 
     def _write_instances(self, layer, prev, sl, shape):
         if self._closed or layer not in self.viewer.layers:
@@ -194,3 +182,33 @@ class PreviewMixin:
                 self.viewer.layers.selection.active = active
         else:
             marker.data = np.asarray([point], float)
+
+    def _ensure_preview_layers(self, image: Image, annotation: Labels | None = None) -> list:
+        """Create the prediction layers the preview writes to, if missing (empty until then).
+
+        Done when Train is pressed, before training starts, so that creating layers (the
+        costliest thing napari does here) never stalls the viewer during training. The
+        selection and the annotation layer's place on top are kept, so painting can go on.
+        Returns the layers created.
+        """
+        shape = _labels_shape(image)
+        keep = self.viewer.layers.selection.active
+        created = []
+        for kind, dtype, opacity in (("cells", np.uint8, 0.4), ("instances", np.uint16, 0.6)):
+            if self._plugin_layer(image, kind, shape) is not None:
+                continue
+            new = upsert_labels(self.viewer, np.zeros(shape, dtype), image, kind, opacity=opacity)
+            created.append(new)
+            layers = self.viewer.layers
+            if annotation is not None and annotation in layers and layers.index(new) > layers.index(annotation):
+                layers.move(layers.index(new), layers.index(annotation))
+        if keep is not None and keep in self.viewer.layers:
+            self.viewer.layers.selection.active = keep
+        return created
+
+    def _remove_unused(self):
+        """Remove prediction layers created for a run that failed before any preview."""
+        for layer in getattr(self, "_created", []):
+            if layer in self.viewer.layers and not np.any(layer.data):
+                self.viewer.layers.remove(layer)
+        self._created = []

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from . import _common
-from ._common import model_bus
+from ._common import model_bus, refresh_model_combo
 
 
 def _safe_name(text: str) -> str:
@@ -45,6 +45,11 @@ def plain_calibration(meta: dict) -> tuple[str, str]:
     return plain, detail
 
 
+def _short(name: str, n: int = 18) -> str:
+    """A model name short enough for a button."""
+    return name if len(name) <= n else name[: n - 1] + "\u2026"
+
+
 class ModelManagerMixin:
     """Save / Import / Export / Delete; uses the widget's trainer, pickers and status line."""
 
@@ -70,12 +75,12 @@ class ModelManagerMixin:
         model_bus.changed.emit()
         self.refresh_models(select=path.stem)
         plain, detail = plain_calibration(load_model(path).meta)
-        same = self._no_improvement()
+        same = self.run.no_improvement()
         base_name = self._info.base_name if self._info is not None else "the base model"
         text = f"Saved '{path.stem}'; it is now in the Segment widget's model list."
         if same:
             text += (f" It has the weights of the base model '{base_name}': training did not improve on it "
-                     f"(score {self._base_score:.3f}).")
+                     f"(score {self.run.base_score:.3f}).")
         self._status.value = text + (f" {plain}." if plain else "")
         self._status.native.setToolTip(f"Saved to {path}" + (f"\n{detail}" if detail else ""))
         if same:
@@ -148,3 +153,33 @@ class ModelManagerMixin:
         path, _ = QFileDialog.getSaveFileName(self.native, f"Export '{name}'", f"{name}.pt", "napari-unet model (*.pt)")
         if path:
             self.export_model(path, name)
+
+    def refresh_models(self, select: str | None = None):
+        if self._closed:
+            return
+        if not refresh_model_combo(self._base, select):  # viewer closed: stop listening
+            self._closed = True
+            model_bus.changed.disconnect(self.refresh_models)
+            return
+        self._update_model_buttons()
+
+    def _update_model_buttons(self):
+        """Export... and Delete name the model they act on (the Base model picked)."""
+        from ..core.models import list_models
+
+        name = self._base.value
+        if not name:
+            self._export.text, self._delete.text = "Export...", "Delete"
+            self._export.enabled = self._delete.enabled = False
+            return
+        self._export.text = f"Export '{_short(name)}'..."
+        self._export.enabled = True
+        self._export.tooltip = f"Write the model '{name}' (the Base model picked above) to a .pt file"
+        self._delete.text = f"Delete '{_short(name)}'"
+        try:
+            shipped = name in {m.name for m in list_models() if m.source == "shipped"}
+        except Exception:  # noqa: BLE001 - Delete then says why it cannot
+            shipped = False
+        self._delete.enabled = not shipped
+        self._delete.tooltip = (f"'{name}' ships with napari-unet and cannot be deleted" if shipped
+                                else f"Delete your model '{name}' (the Base model picked above; asks first)")

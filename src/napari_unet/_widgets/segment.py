@@ -57,6 +57,20 @@ class Cancelled(Exception):
 
 
 @dataclass
+class _LastRun:
+    """The last 2D result, kept so that *Advanced settings* re-apply without the network."""
+
+    layer: object  # the image layer
+    data: object  # its array when segmented (a new array means a new image)
+    key: tuple  # (model name, ...): the segmenter used
+    probs: np.ndarray
+    diameter: float | None
+    notes: list
+    targets: list  # the result layers written
+    geometry: object  # their _Geometry
+
+
+@dataclass
 class _Outcome:
     """What a worker hands to the GUI thread: labels, their measurements and tracks."""
 
@@ -143,7 +157,7 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         self._segmenters: dict = {}
         self._t0 = 0.0
         # the last 2D result's probabilities, to re-apply changed settings without the network
-        self._last: dict | None = None
+        self._last: _LastRun | None = None
         self._pending = False  # settings changed while a worker ran
         # axes the user typed, per layer: {layer: (shape, axes)}
         self._typed_axes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -363,10 +377,9 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         if targets is None:
             self._last = None
         elif reapplied and self._last is not None:
-            self._last["targets"] = targets
+            self._last.targets = targets
         elif res.probs is not None:
-            self._last = {"layer": layer, "data": data, "key": key, "probs": res.probs, "diameter": res.diameter,
-                          "notes": list(res.notes), "targets": targets, "geometry": geometry}
+            self._last = _LastRun(layer, data, key, res.probs, res.diameter, list(res.notes), targets, geometry)
         else:
             self._last = None
 
@@ -431,13 +444,13 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         last = self._last
         if last is None or self._worker is not None:
             return
-        layer = last["layer"]
+        layer = last.layer
         data = _plane_data(layer)
-        model = last["key"][0]
-        if layer not in self.viewer.layers or data is not last["data"] or model != self._model.value:
+        model = last.key[0]
+        if layer not in self.viewer.layers or data is not last.data or model != self._model.value:
             self._last = None  # the image or the model changed: the next Run starts afresh
             return
-        for out in last["targets"]:
+        for out in last.targets:
             if out not in self.viewer.layers:
                 self._last = None  # a result layer was removed: the next Run makes it again
                 return
@@ -449,15 +462,15 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         self._t0 = time.perf_counter()
         self._status.value = "applying the new settings..."
         overrides = self._overrides()
-        geometry = last["geometry"]
+        geometry = last.geometry
         self._cancel.clear()
 
         def work():
             seg = self._segmenter(model)
             seg.threshold, seg.min_size = overrides
-            semantic, instances = seg.postprocess(last["probs"], last["diameter"])
-            out = _Outcome(semantic, instances, last["notes"] + ["settings re-applied without re-running the network"],
-                           int(instances.max()), diameter=last["diameter"])
+            semantic, instances = seg.postprocess(last.probs, last.diameter)
+            out = _Outcome(semantic, instances, last.notes + ["settings re-applied without re-running the network"],
+                           int(instances.max()), diameter=last.diameter)
             self._measure(out, lambda sp: _measure_2d(instances, np.asarray(data), sp), geometry.scale)
             return out
 

@@ -53,7 +53,7 @@ import copy
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -67,6 +67,7 @@ from .training import Sample, TrainConfig, Trainer, predict_probs, samples_from_
 
 __all__ = [
     "FINETUNE_DEFAULTS",
+    "FinetuneSettings",
     "FinetuneInfo",
     "Preview",
     "PreviewRequest",
@@ -84,27 +85,40 @@ __all__ = [
     "revert_to_base",
 ]
 
-#: Fine-tuning settings (see the module docstring for how they were chosen).
-FINETUNE_DEFAULTS: dict = dict(
-    patch=128,
-    batch=4,
-    lr=1e-3,
-    weight_decay=1e-4,
-    warmup=10,
-    val_every=10**9,  # validate by time, not by steps
-    val_every_s=3.0,
-    freeze_norm=False,
-    ema=0.98,  # previews, validation and the kept weights: a moving average of the weights (~6 s)
-    keep_within=0.05,  # later weights are kept unless their held-out score is 0.05 below the top one
-    loss="boundary",
-    class_balance=True,  # weight cell and not-cell strokes equally, however much of each is painted
-    prior_weight=0.5,  # unlabeled pixels keep the base model's answer, with this weight relative to the strokes
-    fill_holes=0.02,  # self-training: background holes inside cells up to this fraction of the plane become cell
-    refresh_s=3.0,  # seconds between self-training updates
-    calibrate=True,  # cell threshold from the images' own cell fraction (EM prior shift), not the strokes'
-    calibrate_strength=0.5,  # the share of that shift applied, in log-odds (1: all of it)
-)
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Fine-tuning settings (see the module docstring for how they were chosen): the
+    trainer's (:class:`~.training.TrainConfig` fields) and the recipe's own (from
+    ``class_balance`` on)."""
+
+    patch: int = 128
+    batch: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 10
+    val_every: int = 10**9  # validate by time, not by steps
+    val_every_s: float = 3.0
+    freeze_norm: bool = False
+    ema: float = 0.98  # previews, validation and the kept weights: a moving average of the weights (~6 s)
+    keep_within: float = 0.05  # later weights are kept unless their held-out score is 0.05 below the top one
+    loss: str = "boundary"
+    # ---- the recipe's own --------------------------------------------------------------------
+    class_balance: bool = True  # weight cell and not-cell strokes equally, however much of each is painted
+    prior_weight: float = 0.5  # unlabeled pixels keep the base model's answer, with this weight relative to the strokes
+    fill_holes: float = 0.02  # self-training: background holes inside cells up to this fraction of the plane become cell
+    refresh_s: float = 3.0  # seconds between self-training updates
+    calibrate: bool = True  # cell threshold from the images' own cell fraction (EM prior shift), not the strokes'
+    calibrate_strength: float = 0.5  # the share of that shift applied, in log-odds (1: all of it)
+
+    def train_options(self) -> dict:
+        """The :class:`~.training.TrainConfig` fields among the settings."""
+        return {k: v for k, v in asdict(self).items() if k not in _EXTRA_KEYS}
+
+
+#: The settings' fields that are the recipe's own, not the trainer's.
 _EXTRA_KEYS = ("class_balance", "prior_weight", "fill_holes", "refresh_s", "calibrate", "calibrate_strength")
+#: The fine-tuning defaults.
+FINETUNE_DEFAULTS = FinetuneSettings()
 
 #: Steps cap when no time budget is given (training then runs until stopped).
 _OPEN_ENDED_STEPS = 10**9
@@ -136,10 +150,8 @@ def describe_reading(kinds: Sequence[str]) -> str:
 
 def finetune_config(time_budget: float | None = None, seed: int = 0, **overrides) -> TrainConfig:
     """The :class:`TrainConfig` used for fine-tuning, with ``overrides`` applied."""
-    opts = dict(FINETUNE_DEFAULTS)
-    opts.update(overrides)
-    for k in _EXTRA_KEYS:
-        opts.pop(k, None)
+    opts = FINETUNE_DEFAULTS.train_options()
+    opts.update({k: v for k, v in overrides.items() if k not in _EXTRA_KEYS})
     if time_budget is not None:
         if not time_budget > 0:
             raise ValueError(f"the time budget must be positive, got {time_budget}")
@@ -408,18 +420,18 @@ def make_finetuner(
     model = loaded.model
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     trainer = FinetuneTrainer(model, train, val, cfg, score_fn=score_fn or labeled_miou, device=device)
-    if overrides.get("class_balance", FINETUNE_DEFAULTS["class_balance"]) and cell and bg:
+    opt = replace(FINETUNE_DEFAULTS, **{k: v for k, v in overrides.items() if k in _EXTRA_KEYS})
+    if opt.class_balance and cell and bg:
         trainer.class_weights = _balance_weights(cell, bg)
-    opt = dict(FINETUNE_DEFAULTS, **overrides)
-    if float(opt["prior_weight"]) > 0:
+    if float(opt.prior_weight) > 0:
         with torch.inference_mode():
             trainer.base_aux = _base_priors(model.to(trainer.device), train)
         trainer.aux = dict(trainer.base_aux)
-        trainer.aux_weight = float(opt["prior_weight"])
-    trainer.fill_holes = float(opt["fill_holes"])
-    trainer.refresh_s = float(opt["refresh_s"])
-    trainer.calibrate = bool(opt["calibrate"])
-    trainer.calibrate_strength = float(opt["calibrate_strength"])
+        trainer.aux_weight = float(opt.prior_weight)
+    trainer.fill_holes = float(opt.fill_holes)
+    trainer.refresh_s = float(opt.refresh_s)
+    trainer.calibrate = bool(opt.calibrate)
+    trainer.calibrate_strength = float(opt.calibrate_strength)
     if not 0.0 <= trainer.calibrate_strength <= 1.0:
         raise ValueError(f"calibrate_strength must lie between 0 and 1, got {trainer.calibrate_strength}")
     # the cell prior the loss teaches: even with balanced classes, else the strokes' own
