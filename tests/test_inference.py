@@ -70,6 +70,29 @@ def test_blockwise_equals_whole_on_real_image(data_dir, shipped_model):
     assert r["f1"] > 0.97
 
 
+def test_lazy_plane_is_read_block_by_block(data_dir, shipped_model):
+    """A dask- or zarr-backed plane (a napari layer on a huge file) is segmented from its
+    blocks, never read whole, with the labels of the in-memory path."""
+    import dask.array as da
+
+    img = tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif")
+    whole = Segmenter(shipped_model, block=200).segment(img)
+    reads = []
+
+    def count(block):
+        reads.append(block.size)
+        return block
+
+    lazy = da.from_array(img, chunks=100).map_blocks(count, dtype=img.dtype)
+    res = Segmenter(shipped_model, block=200).segment_lazy(lazy)
+    np.testing.assert_array_equal(res.semantic, whole.semantic)
+    assert res.instances.max() == whole.instances.max()
+    assert "block by block" in res.notes[0]
+    assert max(reads) <= 100 * 100  # chunk by chunk: never the whole plane at once
+    small = Segmenter(shipped_model).segment_lazy(da.from_array(img, chunks=256))  # fits a block: read whole
+    np.testing.assert_array_equal(small.instances, Segmenter(shipped_model).segment(img).instances)
+
+
 def test_model_of_several_sizes_checks_the_diameter_by_default(tmp_path, data_dir, shipped_model):
     from scipy import ndimage as ndi
 

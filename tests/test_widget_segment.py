@@ -41,6 +41,30 @@ def test_segment_adds_and_updates_layers(viewer_widget, qtbot):
     assert len(viewer.layers) == 3
 
 
+def test_dask_layer_segments_without_loading_the_image(viewer_widget, qtbot, monkeypatch):
+    """A dask-backed layer (a huge file opened lazily) goes block by block: the same labels
+    as the in-memory layer (core/test_inference checks that only chunks are read)."""
+    import dask.array as da
+
+    from napari_unet.core import inference
+
+    viewer, widget = viewer_widget
+    data = nuclei()[0][0]
+    monkeypatch.setattr(inference.Segmenter.__init__, "__defaults__",
+                        tuple(200 if d == 2048 else d for d in inference.Segmenter.__init__.__defaults__))  # block 200 px
+    viewer.add_image(data, name="memory")
+    widget._run.native.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    lazy = da.from_array(data, chunks=128)
+    viewer.add_image(lazy, name="lazy", contrast_limits=(0, 4095))  # (napari reads what it displays)
+    widget._image.value = viewer.layers["lazy"]
+    widget._run.native.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    a, b = viewer.layers["memory instances"].data, viewer.layers["lazy instances"].data
+    np.testing.assert_array_equal(viewer.layers["lazy cells"].data, viewer.layers["memory cells"].data)
+    assert a.max() == b.max() > 50 and "block by block" in widget._status.value
+
+
 def test_stack_and_rgb_inputs(viewer_widget, qtbot):
     viewer, widget = viewer_widget
     data = nuclei()[0][0][:128, :160]

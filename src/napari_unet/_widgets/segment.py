@@ -31,6 +31,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from qtpy.QtCore import QTimer
 
+from ..core.measure import measure
 from ._common import (
     Relay,
     active_image,
@@ -44,7 +45,7 @@ from ._common import (
 )
 from .batch import FolderRunMixin
 from .segment_axes import AxesMixin, _Geometry, _layer_dims, _plane_data  # noqa: F401
-from .segment_results import ResultsMixin
+from .segment_results import ResultsMixin, features_table
 
 __all__ = ["SegmentWidget", "RUN_KEY"]
 
@@ -301,11 +302,15 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         seg = self._segmenter(model)
         seg.threshold, seg.min_size = overrides
         seg.keep_probs = True
-        image = np.asarray(data)
-        res = seg.segment(image, diameter=diameter, rgb=rgb, progress=self._progress_fn())
+        if not isinstance(data, np.ndarray) and not rgb and data.ndim == 2:  # dask / zarr: never loaded whole
+            res = seg.segment_lazy(data, diameter, progress=self._progress_fn())
+            image = np.asarray(data) if max(data.shape) <= seg.block else None  # (no intensities: not read whole)
+        else:
+            image = np.asarray(data)
+            res = seg.segment(image, diameter=diameter, rgb=rgb, progress=self._progress_fn())
         out = _Outcome(res.semantic, res.instances, list(res.notes), int(res.instances.max()), probs=res.probs,
                        diameter=res.diameter)
-        self._measure(out, lambda sp: _measure_2d(res.instances, image, sp), spacing)
+        self._measure(out, lambda sp: measure(res.instances, image, sp), spacing)
         return out
 
     def _work_stack(self, inp, model: str, diameter, overrides, geometry: _Geometry):
@@ -338,9 +343,9 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         progress_cb(1.0, f"measuring {out.n_cells} cells...")
         try:
             try:
-                out.features, out.spacing = _features(columns(spacing)), spacing
+                out.features, out.spacing = features_table(columns(spacing)), spacing
             except NotImplementedError:  # scikit-image's 2D perimeter needs square pixels
-                out.features, out.spacing = _features(columns(None)), None
+                out.features, out.spacing = features_table(columns(None)), None
                 out.extra.append("measured in pixels: the layer's pixels are not square")
         except Exception as exc:  # noqa: BLE001 - the labels are worth showing without them
             out.extra.append(f"measurements failed: {exc.__class__.__name__}: {exc}")
@@ -471,7 +476,7 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
             semantic, instances = seg.postprocess(last.probs, last.diameter)
             out = _Outcome(semantic, instances, last.notes + ["settings re-applied without re-running the network"],
                            int(instances.max()), diameter=last.diameter)
-            self._measure(out, lambda sp: _measure_2d(instances, np.asarray(data), sp), geometry.scale)
+            self._measure(out, lambda sp: measure(instances, np.asarray(data), sp), geometry.scale)
             return out
 
         worker = create_worker(work, _start_thread=False, _ignore_errors=True)
@@ -482,18 +487,3 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         self._run.text = "Cancel"
         worker.start()
 
-
-def _measure_2d(instances: np.ndarray, image: np.ndarray, spacing) -> dict:
-    from ..core.measure import measure
-
-    return measure(instances, image, spacing)
-
-
-def _features(columns: dict):
-    """Measurement columns as a napari features table: one row per cell, with napari's
-    ``index`` column (the label value each row belongs to)."""
-    import pandas as pd
-
-    table = pd.DataFrame({k: np.asarray(v) for k, v in columns.items()})
-    table["index"] = table["label"].to_numpy()
-    return table

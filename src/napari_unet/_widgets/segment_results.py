@@ -96,3 +96,13 @@ class ResultsMixin:
         self.viewer.add_tracks(res.tracks, name=unique_layer_name(self.viewer, f"{layer.name} tracks"),
                                scale=geometry.scale, translate=geometry.translate, tail_length=10,
                                metadata={_common._KEY: {"source": layer.name, "kind": "tracks"}})
+
+
+def features_table(columns: dict):
+    """Measurement columns as a napari features table: one row per cell, with napari's
+    ``index`` column (the label value each row belongs to)."""
+    import pandas as pd
+
+    table = pd.DataFrame({k: np.asarray(v) for k, v in columns.items()})
+    table["index"] = table["label"].to_numpy()
+    return table

@@ -360,6 +360,36 @@ class Segmenter:
                 progress((k + 1) / (ny * nx), f"block {k + 1}/{ny * nx}")
         return next_id - 1
 
+    def segment_lazy(self, plane, diameter: float | str | None = None, progress: Progress | None = None) -> Segmentation:
+        """Segment a 2D grayscale array that is not in memory (dask, zarr: a napari layer
+        backed by either) without reading it whole: planes up to ``self.block`` are read
+        and segmented as usual; larger ones block by block (:meth:`segment_blocks`), the
+        size check, the gate and the intensity limits looking at a central crop and a
+        regular subsample. The labels are numpy arrays of the plane's shape."""
+        h, w = plane.shape
+        if h <= self.block and w <= self.block:
+            return self.segment(np.asarray(plane), diameter, rgb=False, progress=progress)
+        cy, cx, r = h // 2, w // 2, self.block // 2
+        crop = np.asarray(plane[max(0, cy - r) : cy + r, max(0, cx - r) : cx + r])
+        other = self.delegate_for(crop)
+        if other is not None:
+            res = other.segment_lazy(plane, diameter, progress)
+            res.notes.insert(0, f"looks like the images of the {other.loaded.name!r} model: segmented with it")
+            return res
+        notes = [f"read block by block ({h} x {w} px, not loaded whole)"]
+        limits = percentiles(plane, *self.percentiles)
+        if diameter is None and self.loaded.meta.get("default_diameter") == "auto":
+            diameter = "auto"
+        if diameter in ("auto", 0):
+            diameter, note, _ = self.auto_diameter(crop, limits)
+            notes.append(note + " (from the centre of the image)")
+        semantic = np.zeros((h, w), np.uint8)
+        instances = np.zeros((h, w), np.uint32)
+        n = self.segment_blocks(plane, diameter, limits, progress, out=(semantic, instances))
+        if n < 2**16:
+            instances = instances.astype(np.uint16)
+        return Segmentation(semantic, instances, notes, diameter or self.loaded.image_diameter, None)
+
     # ---- any image -------------------------------------------------------------------
     def segment(self, image: np.ndarray, diameter: float | str | None = None, rgb: bool | None = None, progress: Progress | None = None) -> Segmentation:
         """Segment a 2D image, an RGB image or a stack of planes (plane by plane).
