@@ -38,7 +38,7 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None, spacing=None) -
         raise ValueError(f"spacing {spacing} does not match {labels.ndim}D labels")
     props = ["label", "area", "equivalent_diameter_area", "centroid"]
     if labels.ndim == 2:
-        props += ["perimeter", "eccentricity", "solidity"]
+        props += ["perimeter", "solidity"]  # eccentricity: from moments in one pass, below
     intensity = None
     if image is not None:
         intensity = np.asarray(image)
@@ -54,9 +54,10 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None, spacing=None) -
     axes = _AXES[-labels.ndim :]
     for i, ax in enumerate(axes):
         out[f"centroid_{ax}"] = table.pop(f"centroid-{i}")
-    for k in ("perimeter", "eccentricity", "solidity"):
-        if k in table:
-            out[k] = table.pop(k)
+    if labels.ndim == 2:
+        out["perimeter"] = table.pop("perimeter")
+        out["eccentricity"] = _eccentricity(labels, out["label"], spacing)
+        out["solidity"] = table.pop("solidity")
     if intensity is not None:
         channels = 1 if intensity.ndim == labels.ndim else intensity.shape[-1]
         voxel = float(np.prod(spacing))
@@ -67,6 +68,34 @@ def measure(labels: np.ndarray, image: np.ndarray | None = None, spacing=None) -
             out[f"max_intensity{sfx}"] = table.pop("intensity_max" if channels == 1 else f"intensity_max-{c}")
             out[f"integrated_intensity{sfx}"] = mean * out["area"] / voxel  # sum over the object's pixels
     return out
+
+
+def _eccentricity(labels: np.ndarray, ids: np.ndarray, spacing) -> np.ndarray:
+    """regionprops' ``eccentricity`` of each 2D region in ``ids``, from the second central
+    moments of the (spaced) pixel coordinates, summed over the foreground pixels of all
+    regions at once (skimage takes them region by region: 0.4 s of 1.3 s for 1,000 cells)."""
+    if len(ids) == 0:
+        return np.zeros(0)
+    flat = np.flatnonzero(labels)
+    lab = labels.ravel()[flat].astype(np.int64)
+    y, x = np.divmod(flat, labels.shape[1])
+    y = y * float(spacing[0])
+    x = x * float(spacing[1])
+    size = int(lab.max()) + 1
+
+    def per_region(w=None):
+        return np.bincount(lab, weights=w, minlength=size)[ids]
+
+    n = per_region()
+    my, mx = per_region(y) / n, per_region(x) / n
+    cyy = per_region(y * y) / n - my * my
+    cxx = per_region(x * x) / n - mx * mx
+    cxy = per_region(y * x) / n - my * mx
+    half, root = (cyy + cxx) / 2, np.sqrt(((cyy - cxx) / 2) ** 2 + cxy**2)
+    l1, l2 = half + root, np.maximum(half - root, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ecc = np.sqrt(np.clip(1 - l2 / l1, 0, 1))
+    return np.where(l1 > 1e-12, ecc, 0.0)
 
 
 def write_csv(columns: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
