@@ -49,7 +49,7 @@ def gui() -> int:
     viewer = napari.Viewer()
     viewer.open_sample("napari-unet", "nuclei")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    widget._on_run()
+    widget.run_button.native.click()
     napari.run()
     return 0
 

@@ -25,11 +25,11 @@ def wait(cond, timeout=300):
 
 def segment(out: Path):
     viewer = napari.Viewer()
-    viewer.window._qt_window.resize(1400, 850)
+    viewer.window.resize(1400, 850)
     viewer.open_sample("napari-unet", "nuclei")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    widget._advanced.value = True  # show the settings (left at the model's own)
-    widget._on_run()
+    widget.advanced.value = True  # show the settings (left at the model's own)
+    widget.run_button.native.click()
     wait(lambda: not widget.running)
     viewer.layers[-2].visible = False  # show the instances over the image
     viewer.reset_view()
@@ -44,11 +44,11 @@ def cells(out: Path):
 
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "usiigaci" / "val"
     viewer = napari.Viewer()
-    viewer.window._qt_window.resize(1400, 850)
+    viewer.window.resize(1400, 850)
     viewer.add_image(tifffile.imread(data / "val_set46.tif")[150:750, 150:750], name="val_set46 (usiigaci)")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    widget._model.value = "cells"
-    widget._on_run()
+    widget.model.value = "cells"
+    widget.run_button.native.click()
     wait(lambda: not widget.running)
     viewer.layers[-2].visible = False
     viewer.layers[-1].contour = 2
@@ -64,12 +64,12 @@ def default_model(out: Path, image: str, name: str):
 
     data = Path(__file__).resolve().parents[2] / "shared" / "data"
     viewer = napari.Viewer()
-    viewer.window._qt_window.resize(1400, 850)
+    viewer.window.resize(1400, 850)
     img = tifffile.imread(data / image)
     viewer.add_image(img, name=name, rgb=img.ndim == 3)
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     _, table = viewer.window.add_plugin_dock_widget("napari-unet", "Measurements")
-    widget._on_run()
+    widget.run_button.native.click()
     wait(lambda: not widget.running)
     viewer.layers[f"{name} cells"].visible = False
     viewer.layers[f"{name} instances"].contour = 2
@@ -89,8 +89,8 @@ def _train_on_strokes(viewer, lab, n: int, length: int, until, timeout: float):
     strokes = simulate_strokes(lab, n_cells=n, n_background=n, length=length, seed=0)
     for label in (1, 2):
         layer.data_setitem(np.nonzero(strokes == label), label)
-    widget._budget.value = 0
-    widget._on_train()
+    widget.budget.value = 0
+    widget.train_button.native.click()
     t0 = time.time()
     wait(lambda: until(widget, t0), timeout=timeout)
     return widget
@@ -103,7 +103,7 @@ def finetune(out: Path, seconds: float = 25):
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "usiigaci" / "train"
     lab = tifffile.imread(data / "train_set10_labels.tif")[256:768, 256:768]
     viewer = napari.Viewer()
-    viewer.window._qt_window.resize(1400, 900)
+    viewer.window.resize(1400, 900)
     viewer.open_sample("napari-unet", "phase_contrast")
     widget = _train_on_strokes(viewer, lab, 15, 30, lambda w, t0: time.time() - t0 > seconds, seconds + 60)
     viewer.reset_view()
@@ -123,9 +123,9 @@ def paint_next(out: Path, seconds: float = 20):
     img = tifffile.imread(data / "slice17.tif")[:384, :384]
     lab = tifffile.imread(data / "slice17_labels.tif")[:384, :384]
     viewer = napari.Viewer()
-    viewer.window._qt_window.resize(1400, 900)
+    viewer.window.resize(1400, 900)
     viewer.add_image(img, name="em slice17")
-    widget = _train_on_strokes(viewer, lab, 6, 24, lambda w, t0: time.time() - t0 > seconds and w._next.enabled,
+    widget = _train_on_strokes(viewer, lab, 6, 24, lambda w, t0: time.time() - t0 > seconds and w.next_button.enabled,
                                seconds + 120)
     widget.stop()
     wait(lambda: not widget.running)

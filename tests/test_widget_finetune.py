@@ -48,8 +48,8 @@ def setup(make_napari_viewer, finetune_base, em):
     viewer.window.add_dock_widget(widget)
     img, lab = em
     image = viewer.add_image(img, name="em", scale=(2.0, 2.0), translate=(5, 7))
-    widget._image.value = image
-    widget._budget.value = 0  # until Stop
+    widget.image.value = image
+    widget.budget.value = 0  # until Stop
     return viewer, widget, image
 
 
@@ -63,7 +63,7 @@ def _paint(widget, lab, seed=0):
 
 
 def _train(qtbot, widget, until, timeout=60_000):
-    widget._train.native.click()
+    widget.train_button.native.click()
     qtbot.waitUntil(lambda: widget.running, timeout=5_000)
     qtbot.waitUntil(until, timeout=timeout)
     widget.stop()
@@ -72,7 +72,7 @@ def _train(qtbot, widget, until, timeout=60_000):
 
 def _learned(widget, gain=0.05):
     """The held-out strokes' score (mean IoU of cell / not cell) is ``gain`` above the base model's."""
-    t = widget._trainer
+    t = widget.run.trainer
     if t is None or not t.history or t.history[0].step != 0 or t.best_score is None:
         return False
     return t.best_score >= t.history[0].val_score + gain
@@ -87,7 +87,7 @@ def test_new_annotation_layer(setup, em):
     c1, c2 = layer.colormap.map(np.array([1, 2]))
     np.testing.assert_allclose(c1, CELL_COLOR, atol=1e-6)
     np.testing.assert_allclose(c2, NOT_CELL_COLOR, atol=1e-6)
-    assert widget._annotation.value is layer
+    assert widget.annotation_layer.value is layer
     assert layer.metadata["napari-unet-annotation"]["image"] == "em"
     # a second one gets its own name
     assert widget.new_annotation_layer().name == "em annotation [2]"
@@ -100,37 +100,37 @@ def test_train_preview_stop_save_and_segment(setup, em, qtbot, messages, finetun
     viewer.window.add_dock_widget(seg)
     ann = _paint(widget, lab)
     before = ann.data.copy()
-    qtbot.waitUntil(lambda: "sparse strokes" in widget._reading.value, timeout=5_000)
-    _train(qtbot, widget, lambda: widget._preview_count >= 1 and _learned(widget))
+    qtbot.waitUntil(lambda: "sparse strokes" in widget.reading.value, timeout=5_000)
+    _train(qtbot, widget, lambda: widget.previews_shown >= 1 and _learned(widget))
     assert messages["error"] == []
     # a live preview went into the plugin's prediction layers; the image and annotation are untouched
     cells = viewer.layers["em cells"]
     assert cells.data.shape == img.shape and tuple(cells.scale) == (2.0, 2.0)
     assert "em instances" in [lay.name for lay in viewer.layers]
     np.testing.assert_array_equal(ann.data, before)
-    assert widget._plot.loss and widget._plot.val
-    assert "Stopped" in widget._status.value
-    trainer = widget._trainer
+    assert widget.plot.loss and widget.plot.val
+    assert "Stopped" in widget.status.value
+    trainer = widget.run.trainer
     assert trainer.best_score > trainer.history[0].val_score  # learned something from the strokes
     # the score said to be kept is the one Stop kept
-    assert f"kept weights scoring {trainer.best_score:.3f}" in widget._status.value
+    assert f"kept weights scoring {trainer.best_score:.3f}" in widget.status.value
     # save: the model appears in the Segment widget's list and changes its output
-    widget._name.value = "em strokes"
+    widget.model_name.value = "em strokes"
     path = widget.save_model()
     assert path is not None and path.is_file()
-    assert "em strokes" in seg._model.choices and widget._base.value == "em strokes"
+    assert "em strokes" in seg.model.choices and widget.base.value == "em strokes"
     meta = load_model("em strokes").meta
     assert meta["finetune"]["annotation_kinds"] == ["sparse"] and meta["base"]["name"] == load_model(finetune_base).name
     # the calibration in user terms; the technical detail (and where the file is) in the tooltip
-    status, tip = widget._status.value, widget._status.native.toolTip()
+    status, tip = widget.status.value, widget.status.native.toolTip()
     assert "threshold" not in status and "how much of your images is cell" in status
     assert "cell threshold" in tip and f"{meta.get('threshold', 0.5):.2f}" in tip and str(path) in tip
-    assert widget._export.text == "Export 'em strokes'..." and widget._delete.enabled  # the buttons follow the picker
+    assert widget.export_button.text == "Export 'em strokes'..." and widget.delete_button.enabled  # the buttons follow the picker
     outputs = {}
     for name in (finetune_base, "em strokes"):
-        seg._image.value = image
-        seg._model.value = name
-        seg._run.native.click()
+        seg.image.value = image
+        seg.model.value = name
+        seg.run_button.native.click()
         qtbot.waitUntil(lambda: not seg.running, timeout=60_000)
         outputs[name] = viewer.layers["em cells"].data.copy()
     assert not np.array_equal(outputs[finetune_base], outputs["em strokes"])
@@ -164,11 +164,11 @@ def test_event_loop_never_stalls(setup, em, qtbot, messages):
     timer.start()
     qtbot.wait(100)
     t_press = time.perf_counter()
-    widget._train.native.click()  # creates the (empty) prediction layers, then starts the worker
+    widget.train_button.native.click()  # creates the (empty) prediction layers, then starts the worker
     press = time.perf_counter() - t_press
-    qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step >= 1, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.run.trainer is not None and widget.run.trainer.step >= 1, timeout=30_000)
     t_train = time.perf_counter()
-    qtbot.waitUntil(lambda: widget._preview_count >= 2 and time.perf_counter() - t_train > 6, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.previews_shown >= 2 and time.perf_counter() - t_train > 6, timeout=60_000)
     widget.stop()
     qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
     timer.stop()
@@ -177,9 +177,9 @@ def test_event_loop_never_stalls(setup, em, qtbot, messages):
     gaps = np.diff(during)
     print(f"\nTrain press handled in {1000 * press:.0f} ms; during training: {len(during)} ticks over "
           f"{during[-1] - during[0]:.1f} s, max gap {1000 * gaps.max():.0f} ms, 99th percentile "
-          f"{1000 * np.percentile(gaps, 99):.0f} ms; {widget._trainer.step} steps, {widget._preview_count} previews; "
+          f"{1000 * np.percentile(gaps, 99):.0f} ms; {widget.run.trainer.step} steps, {widget.previews_shown} previews; "
           f"whole run max gap {1000 * np.diff(ticks).max():.0f} ms")
-    assert widget._preview_count >= 2 and len(during) > 100
+    assert widget.previews_shown >= 2 and len(during) > 100
     assert gaps.max() < 0.2
 
 
@@ -192,7 +192,7 @@ def test_start_from_prediction_copies_without_touching(setup, em, qtbot):
     ann = widget.annotation_from_prediction()
     assert ann is not inst and ann.data is not inst.data and ann.name == "em annotation"
     np.testing.assert_array_equal(ann.data, lab)
-    assert "instance annotation" in widget._reading.value
+    assert "instance annotation" in widget.reading.value
     ann.data[0:10, 0:10] = 0  # correcting the copy leaves the prediction alone
     np.testing.assert_array_equal(inst.data, before)
     # with only the semantic prediction: dense 1 = cell, 2 = not cell
@@ -200,7 +200,7 @@ def test_start_from_prediction_copies_without_touching(setup, em, qtbot):
     ann2 = widget.annotation_from_prediction()
     assert set(np.unique(ann2.data)) == {1, 2}
     np.testing.assert_array_equal(ann2.data == 1, sem.data == 1)
-    assert "dense labels" in widget._reading.value
+    assert "dense labels" in widget.reading.value
 
 
 @pytest.mark.parametrize("case", ["no annotation", "empty", "one class", "shape"])
@@ -208,7 +208,7 @@ def test_bad_input_one_clear_message(setup, em, qtbot, messages, case):
     viewer, widget, image = setup
     img, lab = em
     if case == "no annotation":
-        assert widget._annotation.value is None  # no Labels layer in the viewer
+        assert widget.annotation_layer.value is None  # no Labels layer in the viewer
     elif case == "empty":
         widget.new_annotation_layer()
     elif case == "one class":
@@ -218,29 +218,29 @@ def test_bad_input_one_clear_message(setup, em, qtbot, messages, case):
         other = viewer.add_labels(np.zeros((100, 80), np.uint8), name="wrong")
         other.data[10:20, 10:20] = 1
         other.data[50:60, 10:20] = 2
-        widget._annotation.value = other
+        widget.annotation_layer.value = other
     n_layers = len(viewer.layers)
-    widget._train.native.click()
+    widget.train_button.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
     assert len(messages["error"]) == 1, messages
     msg = messages["error"][0]
     expected = {"no annotation": "New annotation layer", "empty": "empty", "one class": "only one class", "shape": "shape"}[case]
     assert expected in msg.lower() if case == "one class" else expected in msg
-    assert len(viewer.layers) == n_layers and widget._train.text == "Train"
+    assert len(viewer.layers) == n_layers and widget.train_button.text == "Train"
 
 
 def test_image_removed_mid_training(setup, em, qtbot, messages):
     viewer, widget, image = setup
     img, lab = em
     _paint(widget, lab, seed=5)
-    widget._train.native.click()
-    qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step > 5, timeout=60_000)
+    widget.train_button.native.click()
+    qtbot.waitUntil(lambda: widget.run.trainer is not None and widget.run.trainer.step > 5, timeout=60_000)
     viewer.layers.remove(image)
     qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
     assert len(messages["warning"]) == 1 and "removed" in messages["warning"][0]
     assert messages["error"] == []
     # the weights are kept and can still be saved
-    assert widget._save.enabled
+    assert widget.save_button.enabled
     assert widget.save_model("after removal") is not None
     assert "after removal" in [m.name for m in list_models()]
 
@@ -250,12 +250,12 @@ def test_viewer_closed_mid_training(make_napari_viewer, finetune_base, em, qtbot
     widget = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(widget)
     img, lab = em
-    widget._image.value = viewer.add_image(img, name="em")
-    widget._budget.value = 0
+    widget.image.value = viewer.add_image(img, name="em")
+    widget.budget.value = 0
     _paint(widget, lab, seed=7)
-    widget._train.native.click()
-    qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step > 3, timeout=60_000)
-    job, trainer = widget._job, widget._trainer
+    widget.train_button.native.click()
+    qtbot.waitUntil(lambda: widget.run.trainer is not None and widget.run.trainer.step > 3, timeout=60_000)
+    job, trainer = widget._job, widget.run.trainer
     t0 = time.perf_counter()
     viewer.close()
     assert trainer.stopped
@@ -268,21 +268,21 @@ def test_revert_import_export_delete(setup, em, qtbot, messages, tmp_path, finet
     viewer, widget, image = setup
     img, lab = em
     _paint(widget, lab, seed=9)
-    _train(qtbot, widget, lambda: widget._trainer is not None and widget._trainer.step > 10)
-    trainer = widget._trainer
-    base_state = widget._info.base_state
+    _train(qtbot, widget, lambda: widget.run.trainer is not None and widget.run.trainer.step > 10)
+    trainer = widget.run.trainer
+    base_state = widget.run.info.base_state
     widget.revert_to_base()
     for k, v in trainer.model.state_dict().items():
         assert (v == base_state[k]).all()
-    assert not widget._save.enabled and "Reverted" in widget._status.value
+    assert not widget.save_button.enabled and "Reverted" in widget.status.value
     # export the shipped model, import it under its file name, delete it
     out = widget.export_model(tmp_path / "my export.pt", finetune_base)
     assert out.is_file() and load_model(out).name == load_model(finetune_base).name
     assert widget.import_model(out) == "my export"
-    assert "my export" in widget._base.choices and widget._base.value == "my export"
+    assert "my export" in widget.base.choices and widget.base.value == "my export"
     assert widget.import_model(out) is None and "exists" in messages["error"][-1]
     assert widget.delete_model("my export", confirm=False)
-    assert "my export" not in widget._base.choices
+    assert "my export" not in widget.base.choices
     assert not widget.delete_model(finetune_base, confirm=False)
     assert "shipped" in messages["error"][-1]
     bad = tmp_path / "bad.pt"
@@ -300,28 +300,28 @@ def test_guardrails_warn_on_a_trend_only(setup, em, qtbot, messages):
     viewer, widget, image = setup
     img, lab = em
     _paint(widget, lab, seed=11)
-    widget._train.native.click()
-    qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step >= 1, timeout=60_000)
+    widget.train_button.native.click()
+    qtbot.waitUntil(lambda: widget.run.trainer is not None and widget.run.trainer.step >= 1, timeout=60_000)
     widget.stop()
     qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
-    trainer = widget._trainer
+    trainer = widget.run.trainer
     messages["warning"].clear()
     widget._set_warning("")
-    widget._revert.enabled = False
+    widget.revert_button.enabled = False
     widget.run.vals = []
-    warned = lambda: not widget._warning.native.isHidden() and "below the base model" in widget._warning.value  # noqa: E731
+    warned = lambda: not widget.warning.native.isHidden() and "below the base model" in widget.warning.value  # noqa: E731
     base = trainer.base_score
     # what the worker would send: dips below the base model's score, early in training
     widget._on_progress(Progress(5, 10, 0.5, 3.0, val_score=base - 0.2, best_score=0.99))
     # the kept score shown is the trainer's (what Stop keeps), not one carried by an event
-    assert f"Stop keeps weights scoring {trainer.best_score:.3f}" in widget._status.value and "0.990" not in widget._status.value
+    assert f"Stop keeps weights scoring {trainer.best_score:.3f}" in widget.status.value and "0.990" not in widget.status.value
     widget._on_progress(Progress(6, 10, 0.5, 6.0, val_score=base - 0.25))
-    assert not warned() and not widget._revert.enabled and messages["warning"] == []  # two dips: noise
+    assert not warned() and not widget.revert_button.enabled and messages["warning"] == []  # two dips: noise
     widget._on_progress(Progress(7, 10, 0.5, 9.0, val_score=base - 0.3))
-    assert warned() and widget._revert.enabled  # three in a row: a trend, in the dock
+    assert warned() and widget.revert_button.enabled  # three in a row: a trend, in the dock
     assert messages["warning"] == []  # ... but no popup in the first seconds
     widget._on_progress(Progress(8, 10, 0.5, 12.0, val_score=base))
-    assert widget._warning.native.isHidden()  # recovered: the line goes
+    assert widget.warning.native.isHidden()  # recovered: the line goes
     # the same trend after 30 s: one popup
     for k, t in enumerate((BELOW_BASE_POPUP_S, BELOW_BASE_POPUP_S + 3, BELOW_BASE_POPUP_S + 6, BELOW_BASE_POPUP_S + 9)):
         widget._on_progress(Progress(20 + k, 30, 0.5, t, val_score=base - 0.2))
@@ -330,14 +330,14 @@ def test_guardrails_warn_on_a_trend_only(setup, em, qtbot, messages):
     # the run ends with kept weights that beat the base model: the warning is moot, and said so
     trainer.best_score = base + 0.05
     widget._on_finished()
-    assert widget._warning.native.isHidden() and "no longer applies" in widget._status.value
-    assert f"kept weights scoring {base + 0.05:.3f}" in widget._status.value
+    assert widget.warning.native.isHidden() and "no longer applies" in widget.status.value
+    assert f"kept weights scoring {base + 0.05:.3f}" in widget.status.value
     # a preview that calls the whole view background
     widget._layer = image
     req = PreviewRequest(img, (), None, False, key="em")
     z = np.zeros(img.shape, np.uint8)
     widget._show_preview(Preview(z, z.astype(np.uint16), req, 10, 9.0, 0.0, "nothing"))
-    assert "predicts no cells" in widget._warning.value and len(messages["warning"]) == 2
+    assert "predicts no cells" in widget.warning.value and len(messages["warning"]) == 2
     np.testing.assert_array_equal(viewer.layers["em cells"].data, 0)
 
 
@@ -346,30 +346,30 @@ def test_annotation_follows_image_and_mismatch_refused(setup, em, qtbot, message
     and a pair whose annotation was made for another image is refused, not trained."""
     viewer, widget, image = setup
     img, lab = em
-    assert widget._name.value == "em fine-tuned"
+    assert widget.model_name.value == "em fine-tuned"
     ann_a = _paint(widget, lab, seed=1)
     image2 = viewer.add_image(img[::-1].copy(), name="em2")  # the same shape: only the names tell them apart
     viewer.layers.selection.active = image2
-    assert widget._image.value is image2
-    assert widget._annotation.value is None  # not em's annotation
-    assert widget._name.value == "em2 fine-tuned"  # the proposed name follows the image
+    assert widget.image.value is image2
+    assert widget.annotation_layer.value is None  # not em's annotation
+    assert widget.model_name.value == "em2 fine-tuned"  # the proposed name follows the image
     ann_b = viewer.add_labels(np.zeros(img.shape, np.uint8), name="em2 annotation")  # a layer of the user's, by its name
-    qtbot.waitUntil(lambda: widget._annotation.value is ann_b, timeout=5_000)
+    qtbot.waitUntil(lambda: widget.annotation_layer.value is ann_b, timeout=5_000)
     viewer.layers.selection.active = image
-    assert widget._image.value is image and widget._annotation.value is ann_a
+    assert widget.image.value is image and widget.annotation_layer.value is ann_a
     viewer.layers.selection.active = image2
-    assert widget._image.value is image2 and widget._annotation.value is ann_b
+    assert widget.image.value is image2 and widget.annotation_layer.value is ann_b
     # picking an annotation layer picks its image
     viewer.layers.selection.active = ann_a
-    assert widget._image.value is image and widget._annotation.value is ann_a
+    assert widget.image.value is image and widget.annotation_layer.value is ann_a
     # a name the user typed stays
-    widget._name.value = "my model"
+    widget.model_name.value = "my model"
     viewer.layers.selection.active = image2
-    assert widget._name.value == "my model" and widget._annotation.value is ann_b
+    assert widget.model_name.value == "my model" and widget.annotation_layer.value is ann_b
     # a mismatched pair (forced) is refused with one clear message
-    widget._annotation.value = ann_a
+    widget.annotation_layer.value = ann_a
     n_layers = len(viewer.layers)
-    widget._train.native.click()
+    widget.train_button.native.click()
     assert not widget.running and len(viewer.layers) == n_layers
     assert len(messages["error"]) == 1 and "made for image 'em', not 'em2'" in messages["error"][0]
 
@@ -378,20 +378,20 @@ def test_save_without_improvement_says_so(setup, em, qtbot, messages):
     viewer, widget, image = setup
     img, lab = em
     _paint(widget, lab, seed=2)
-    _train(qtbot, widget, lambda: widget._trainer is not None and widget._trainer.step >= 1)
-    trainer, info = widget._trainer, widget._info
+    _train(qtbot, widget, lambda: widget.run.trainer is not None and widget.run.trainer.step >= 1)
+    trainer, info = widget.run.trainer, widget.run.info
     # as when validation never beat the base model: Stop kept the base model's weights
     trainer.best_score = trainer.base_score
     trainer.best_state = {k: v.clone() for k, v in info.base_state.items()}
     widget._on_finished()
-    assert "no improvement over the base model" in widget._status.value
-    assert widget._save.enabled and "copy" in widget._save.tooltip
+    assert "no improvement over the base model" in widget.status.value
+    assert widget.save_button.enabled and "copy" in widget.save_button.tooltip
     messages["info"].clear()
     path = widget.save_model("same as base")
     assert path is not None and path.is_file()  # saving still works ...
     assert len(messages["warning"]) == 1 and f"same weights as the base model '{info.base_name}'" in messages["warning"][0]
     assert messages["info"] == []  # ... and says that the model is the base model, not a plain "saved"
-    assert "weights of the base model" in widget._status.value
+    assert "weights of the base model" in widget.status.value
     saved = load_model("same as base").model.state_dict()
     assert set(saved) == set(info.base_state)
     assert all(np.allclose(saved[k].float().numpy(), v.float().numpy()) for k, v in info.base_state.items())
@@ -399,19 +399,19 @@ def test_save_without_improvement_says_so(setup, em, qtbot, messages):
 
 def test_model_buttons_name_their_model(setup, qtbot, messages, tmp_path, finetune_base):
     viewer, widget, image = setup
-    widget._base.value = finetune_base
-    assert widget._export.text == f"Export '{finetune_base}'..." and widget._delete.text == f"Delete '{finetune_base}'"
-    assert not widget._delete.enabled and "cannot be deleted" in widget._delete.tooltip  # shipped
+    widget.base.value = finetune_base
+    assert widget.export_button.text == f"Export '{finetune_base}'..." and widget.delete_button.text == f"Delete '{finetune_base}'"
+    assert not widget.delete_button.enabled and "cannot be deleted" in widget.delete_button.tooltip  # shipped
     out = widget.export_model(tmp_path / "a rather long model name.pt", finetune_base)
     assert widget.import_model(out) == "a rather long model name"
-    assert widget._base.value == "a rather long model name"  # the picker switches to it ...
-    assert widget._export.text == "Export 'a rather long mod\u2026'..." and widget._delete.text == "Delete 'a rather long mod\u2026'"
-    assert widget._delete.enabled and "'a rather long model name'" in widget._delete.tooltip  # ... and the buttons with it
-    widget._base.value = finetune_base
-    assert widget._export.text == f"Export '{finetune_base}'..." and not widget._delete.enabled
-    widget._base.value = "a rather long model name"
+    assert widget.base.value == "a rather long model name"  # the picker switches to it ...
+    assert widget.export_button.text == "Export 'a rather long mod\u2026'..." and widget.delete_button.text == "Delete 'a rather long mod\u2026'"
+    assert widget.delete_button.enabled and "'a rather long model name'" in widget.delete_button.tooltip  # ... and the buttons with it
+    widget.base.value = finetune_base
+    assert widget.export_button.text == f"Export '{finetune_base}'..." and not widget.delete_button.enabled
+    widget.base.value = "a rather long model name"
     assert widget.delete_model(confirm=False)
-    assert widget._base.value != "a rather long model name" and widget._export.text == f"Export '{widget._base.value}'..."
+    assert widget.base.value != "a rather long model name" and widget.export_button.text == f"Export '{widget.base.value}'..."
 
 
 def test_keyboard_shortcuts(setup, em, qtbot, messages):
@@ -423,22 +423,22 @@ def test_keyboard_shortcuts(setup, em, qtbot, messages):
     viewer, widget, image = setup
     img, lab = em
     _paint(widget, lab, seed=4)  # the annotation layer is active, in paint mode
-    assert TRAIN_KEY in widget._train.tooltip and STOP_KEY in widget._train.tooltip
+    assert TRAIN_KEY in widget.train_button.tooltip and STOP_KEY in widget.train_button.tooltip
     canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()
     qtbot.keyClick(canvas, Qt.Key.Key_T, Qt.KeyboardModifier.ShiftModifier)
     qtbot.waitUntil(lambda: widget.running, timeout=5_000)
-    assert widget._train.text == "Stop" and STOP_KEY in widget._train.tooltip
-    qtbot.waitUntil(lambda: widget._trainer is not None and widget._trainer.step >= 1, timeout=60_000)
+    assert widget.train_button.text == "Stop" and STOP_KEY in widget.train_button.tooltip
+    qtbot.waitUntil(lambda: widget.run.trainer is not None and widget.run.trainer.step >= 1, timeout=60_000)
     qtbot.keyClick(canvas, Qt.Key.Key_T, Qt.KeyboardModifier.ShiftModifier)  # Train again: no effect while training
     qtbot.keyClick(canvas, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)
     qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
-    assert "Stopped" in widget._status.value and messages["error"] == []
+    assert "Stopped" in widget.status.value and messages["error"] == []
     assert viewer.layers.selection.active.mode == "paint"  # napari's own keys untouched
     # closing the dock gives the keys back
     viewer.window.remove_dock_widget(widget.native)
     assert coerce_keybinding(TRAIN_KEY) not in viewer.keymap and coerce_keybinding(STOP_KEY) not in viewer.keymap
-    assert TRAIN_KEY not in widget._train.tooltip
+    assert TRAIN_KEY not in widget.train_button.tooltip
 
 
 def test_wrapping_tooltips_and_help(setup):
@@ -448,11 +448,11 @@ def test_wrapping_tooltips_and_help(setup):
 
     viewer, widget, image = setup
     width = widget.native.sizeHint().width()
-    widget._status.value = "Saved to /a/very/long/path/" + "x" * 300 + " " + "word " * 100
+    widget.status.value = "Saved to /a/very/long/path/" + "x" * 300 + " " + "word " * 100
     widget._set_warning("warning " * 100)
-    widget._reading.value = "reading " * 100
+    widget.reading.value = "reading " * 100
     assert widget.native.sizeHint().width() <= width
-    for label in (widget._status, widget._warning, widget._reading):
+    for label in (widget.status, widget.warning, widget.reading):
         assert label.native.wordWrap()
 
     def controls(container):
@@ -464,8 +464,8 @@ def test_wrapping_tooltips_and_help(setup):
 
     missing = [w.label or getattr(w, "text", "") or type(w).__name__ for w in controls(widget) if not w.tooltip]
     assert missing == []
-    assert widget._plot.toolTip()
-    help_label = widget._help.native
+    assert widget.plot.toolTip()
+    help_label = widget.help_link.native
     assert help_label.openExternalLinks() and HELP_URL in help_label.text() and "README" in help_label.text()
 
 
@@ -485,8 +485,8 @@ def test_uncertainty_layer_and_paint_here_next(setup, em, qtbot, messages):
     viewer, widget, image = setup
     img, lab = em
     ann = _paint(widget, lab)
-    assert not widget._next.enabled  # nothing to show before a preview
-    _train(qtbot, widget, lambda: widget._preview_count >= 1 and widget._next.enabled)
+    assert not widget.next_button.enabled  # nothing to show before a preview
+    _train(qtbot, widget, lambda: widget.previews_shown >= 1 and widget.next_button.enabled)
     assert "em uncertainty" not in [lay.name for lay in viewer.layers]  # made on request only
     y, x = widget.paint_here_next()
     unc = viewer.layers["em uncertainty"]
@@ -497,13 +497,13 @@ def test_uncertainty_layer_and_paint_here_next(setup, em, qtbot, messages):
     window = unc.data[max(0, y - 24): y + 24, max(0, x - 24): x + 24]
     assert window.mean() > np.mean(unc.data[unc.data > 0])  # ... less sure than the average
     np.testing.assert_allclose(_common.camera(viewer).center[-2:], unc.data_to_world((y, x)), atol=1e-6)
-    assert "least sure" in widget._status.value
+    assert "least sure" in widget.status.value
     marker = viewer.layers["em paint here"]
     np.testing.assert_allclose(marker.data, [[y, x]])
     np.testing.assert_allclose(marker.scale, (2.0, 2.0))
     # the plugin's own image layer is never taken for an image to train on or segment
     viewer.layers.selection.active = unc
-    assert widget._image.value is image
+    assert widget.image.value is image
     assert messages["error"] == []
 
 

@@ -26,8 +26,8 @@ def setup(make_napari_viewer, shipped_model):
 
 def _segment(viewer, seg, qtbot, data, **kwargs):
     image = viewer.add_image(data, **kwargs)
-    seg._image.value = image
-    seg._run.native.click()
+    seg.image.value = image
+    seg.run_button.native.click()
     qtbot.waitUntil(lambda: not seg.running, timeout=120_000)
     return viewer.layers[f"{image.name} instances"]
 
@@ -74,9 +74,9 @@ def test_table_rows_select_and_centre_cells(setup, qtbot, tmp_path):
     assert rows[0][:2] == ["label", "area"] and "index" not in rows[0] and len(rows) == n + 1
     np.testing.assert_allclose([float(r[1]) for r in rows[1:]], np.bincount(inst.data.ravel())[1:] * 0.25, rtol=1e-5)
     # a re-run refreshes the table
-    seg._advanced.value = True
-    seg._min_size.value = 300
-    qtbot.waitUntil(lambda: not seg.running and "re-applied" in seg._status.value, timeout=20_000)
+    seg.advanced.value = True
+    seg.min_size.value = 300
+    qtbot.waitUntil(lambda: not seg.running and "re-applied" in seg.status.value, timeout=20_000)
     assert table._model.rowCount() == int(inst.data.max()) < n
 
 
@@ -105,7 +105,7 @@ def test_pixels_that_are_not_square(setup, qtbot):
     """scikit-image's perimeter needs square pixels: measured in pixels then, and said so."""
     viewer, seg, table = setup
     inst = _segment(viewer, seg, qtbot, nuclei()[0][0][:160, :160], name="wide", scale=(0.5, 0.25), translate=(100, -20))
-    assert "measured in pixels" in seg._status.value
+    assert "measured in pixels" in seg.status.value
     n = int(inst.data.max())
     np.testing.assert_allclose(inst.features["area"], np.bincount(inst.data.ravel())[1:])
     assert table._model.rowCount() == n > 3

@@ -65,9 +65,9 @@ class AnnotationMixin:
         """The annotation layer to pair with ``image``: the current one if made for it, else
         the image's own (the topmost), else the current one if it fits, else any that fits,
         else ``None``."""
-        current = self._annotation.value
+        current = self.annotation_layer.value
         layers = self.viewer.layers
-        choices = [lay for lay in self._annotation.choices if lay is not None and lay in layers]  # none just removed
+        choices = [lay for lay in self.annotation_layer.choices if lay is not None and lay in layers]  # none just removed
         if current is not None and annotation_owner(current) == image.name and current in choices:
             return current
         own = [lay for lay in choices if annotation_owner(lay) == image.name]
@@ -81,7 +81,7 @@ class AnnotationMixin:
 
     def _watch_annotation(self):
         """Follow painting in the chosen annotation layer to say how it will be read."""
-        old, new = self._watched, self._annotation.value
+        old, new = self._watched, self.annotation_layer.value
         if old is not new:
             for ev in ("paint", "data"):
                 if old is not None:
@@ -102,14 +102,14 @@ class AnnotationMixin:
         from ..core.finetune import describe_reading
         from ..core.losses import annotation_kind
 
-        ann = self._annotation.value
+        ann = self.annotation_layer.value
         if ann is None or self._closed:
-            self._reading.value = ""
+            self.reading.value = ""
             return
         data = np.asarray(ann.data[0] if ann.multiscale else ann.data)
         planes = data.reshape((-1,) + data.shape[-2:]) if data.ndim >= 2 else data[None]
         kinds = [k for k in (annotation_kind(p) for p in planes) if k != "empty"]
-        self._reading.value = describe_reading(kinds) if kinds else "empty: paint 1 = cell and 2 = not cell"
+        self.reading.value = describe_reading(kinds) if kinds else "empty: paint 1 = cell and 2 = not cell"
 
     def _style_annotation(self, layer: Labels) -> None:
         from napari.utils.colormaps import CyclicLabelColormap
@@ -126,12 +126,12 @@ class AnnotationMixin:
         layer.brush_size = max(3, int(layer.brush_size))
         layer.mode = "paint"
         self.reset_choices()
-        self._annotation.value = layer
+        self.annotation_layer.value = layer
         self._describe_annotation()
 
     def new_annotation_layer(self) -> Labels | None:
         """An empty annotation layer for the chosen image, ready to paint label 1 (cell)."""
-        image = self._image.value
+        image = self.image.value
         if image is None:
             _common.show_info("Open an image first, then make an annotation layer for it")
             return None
@@ -144,7 +144,7 @@ class AnnotationMixin:
         )
         self._style_annotation(layer)
         self._select_for_painting(layer, 1)
-        self._status.value = "Paint cells with label 1 (green) and background with label 2 (magenta); 0 = not annotated"
+        self.status.value = "Paint cells with label 1 (green) and background with label 2 (magenta); 0 = not annotated"
         return layer
 
     def annotation_from_prediction(self) -> Labels | None:
@@ -153,7 +153,7 @@ class AnnotationMixin:
         The instance prediction is copied as instance annotation (ids > 2), the semantic one
         as dense labels (1 = cell, 2 = not cell). The prediction layers are not modified.
         """
-        image = self._image.value
+        image = self.image.value
         if image is None:
             _common.show_info("Open an image first")
             return None
@@ -184,7 +184,7 @@ class AnnotationMixin:
         if data.dtype == np.uint8:
             self._style_annotation(layer)
         self._select_for_painting(layer, 1 if data.dtype == np.uint8 else int(data.max()) + 1)
-        self._status.value = note
+        self.status.value = note
         return layer
 
     # ---- which image and annotation are picked ----------------------------------------------
@@ -192,28 +192,28 @@ class AnnotationMixin:
         if self._closed:
             return
         layer = self.viewer.layers.selection.active
-        if isinstance(layer, Image) and self._worker is None and layer in self._image.choices and not _common.is_plugin_layer(layer):
-            self._image.value = layer
-        elif isinstance(layer, Labels) and layer in self._annotation.choices and not _common.is_plugin_layer(layer):
+        if isinstance(layer, Image) and self._worker is None and layer in self.image.choices and not _common.is_plugin_layer(layer):
+            self.image.value = layer
+        elif isinstance(layer, Labels) and layer in self.annotation_layer.choices and not _common.is_plugin_layer(layer):
             owner = self._owner_image(layer)
-            if owner is not None and owner is not self._image.value:
-                if self._worker is not None or owner not in self._image.choices:
+            if owner is not None and owner is not self.image.value:
+                if self._worker is not None or owner not in self.image.choices:
                     return  # the image is locked while training: keep the pair
-                self._annotation.value = layer  # so that the image's change keeps it
-                self._image.value = owner
-            self._annotation.value = layer
+                self.annotation_layer.value = layer  # so that the image's change keeps it
+                self.image.value = owner
+            self.annotation_layer.value = layer
 
     def _follow_image(self):
         """Pick the chosen image's own annotation layer, and a default model name."""
-        image = self._image.value
+        image = self.image.value
         if image is None or self._closed:
             return
         ann = self._annotation_for(image)
-        if ann is not self._annotation.value:
-            self._annotation.value = ann
-        if self._name.value in ("", self._auto_name):  # never replace a name the user typed
+        if ann is not self.annotation_layer.value:
+            self.annotation_layer.value = ann
+        if self.model_name.value in ("", self._auto_name):  # never replace a name the user typed
             self._auto_name = _safe_name(f"{image.name} fine-tuned")
-            self._name.value = self._auto_name
+            self.model_name.value = self._auto_name
 
     def _on_layer_inserted(self, event=None):
         """A new layer: pick it when it is the chosen image's annotation and none is picked
@@ -226,13 +226,13 @@ class AnnotationMixin:
             if self._closed:
                 return
             try:
-                image, current = self._image.value, self._annotation.value
+                image, current = self.image.value, self.annotation_layer.value
                 if image is None:
                     return
                 if current is None or self._owner_image(current) not in (None, image):
                     ann = self._annotation_for(image)
                     if ann is not current:
-                        self._annotation.value = ann
+                        self.annotation_layer.value = ann
             except RuntimeError:  # the widget is gone
                 pass
 
@@ -240,9 +240,9 @@ class AnnotationMixin:
 
     def _pairs(self):
         """(image layer, annotation layer) pairs to train on; the chosen pair first."""
-        image, ann = self._image.value, self._annotation.value
+        image, ann = self.image.value, self.annotation_layer.value
         pairs = [(image, ann)]
-        if self._all_pairs.value:
+        if self.all_pairs.value:
             names = {lay.name: lay for lay in self.viewer.layers if isinstance(lay, Image)}
             for layer in self.viewer.layers:
                 tag = layer.metadata.get(ANNOTATION_KEY) if isinstance(layer, Labels) else None

@@ -41,8 +41,8 @@ class FolderRunMixin:
             show_info(f"No images in {folder} (TIFF, PNG, JPEG or BMP; this tool's own outputs are left out)")
             return None
         out = Path(output) if output else folder / OUTPUT_FOLDER
-        model, overrides = self._model.value, self._overrides()
-        diameter = "auto" if self._estimate.value else (self._diameter.value or None)
+        model, overrides = self.model.value, self._overrides()
+        diameter = "auto" if self.estimate.value else (self.diameter.value or None)
         cancel, relay = self._cancel, self._relay
 
         def work():
@@ -61,11 +61,11 @@ class FolderRunMixin:
 
         self._cancel.clear()
         self._t0 = time.perf_counter()
-        self._run.text = "Cancel"
-        self._folder.enabled = False
-        self._progress.value = 0
-        self._progress.visible = True
-        self._status.value = f"segmenting {len(files)} images of {folder.name} ..."
+        self.run_button.text = "Cancel"
+        self.folder_button.enabled = False
+        self.progress_bar.value = 0
+        self.progress_bar.visible = True
+        self.status.value = f"segmenting {len(files)} images of {folder.name} ..."
         worker = create_worker(work, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda rows: self._on_folder_done(rows, len(files), out))
         worker.errored.connect(self._on_error)
@@ -90,7 +90,7 @@ class FolderRunMixin:
             parts.append(f"cancelled after {len(rows)} of {total}")
         text = f"{'; '.join(parts)}: {cells} cells in all -> {out} (per image: summary.csv)"
         try:
-            self._status.value = text
+            self.status.value = text
         except RuntimeError:  # the dock is gone
             return
         show_info(f"U-Net folder run: {text}")

@@ -39,84 +39,90 @@ _STATUS_TIP = "What the widget is doing, and the result of the last action"
 
 
 class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container):
-    """Annotation, base model, Train / Stop, live plot and preview, model management."""
+    """Annotation, base model, Train / Stop, live plot and preview, model management.
+
+    The controls are public attributes (``image``, ``annotation_layer``, ``base``,
+    ``budget``, ``train_button``, ``status``, ``warning``, ``model_name``, ``save_button``...)
+    so that scripts and tests drive the widget as a user does; ``run`` is the Qt-free state
+    of the current training run (:class:`~napari_unet.core.finetune_control.FinetuneRun`).
+    """
 
     def __init__(self, napari_viewer):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         # ---- data --------------------------------------------------------------------
-        self._image = create_widget(annotation=Image, label="Image", options={
+        self.image = create_widget(annotation=Image, label="Image", options={
             "tooltip": "The image to fine-tune on; follows the image layer you select. Previews go to its "
                        "'<image> cells' / '<image> instances' layers"})
-        self._annotation = create_widget(annotation=Labels, label="Annotation", options={
+        self.annotation_layer = create_widget(annotation=Labels, label="Annotation", options={
             "nullable": True,
             "tooltip": "Your strokes for this image (1 = cell, 2 = not cell, 0 = not annotated); picks the "
                        "image's own annotation layer when the image changes"})
-        self._new_ann = PushButton(text="New annotation layer", tooltip="An empty Labels layer: paint 1 = cell, 2 = not cell")
-        self._from_pred = PushButton(text="Start from prediction", tooltip="Copy the Segment result into a new annotation layer to correct")
-        self._reading = Label(label="Reading", value="", tooltip="How the annotation will be read: sparse strokes, "
+        self.new_annotation_button = PushButton(text="New annotation layer", tooltip="An empty Labels layer: paint 1 = cell, 2 = not cell")
+        self.from_prediction_button = PushButton(text="Start from prediction", tooltip="Copy the Segment result into a new annotation layer to correct")
+        self.reading = Label(label="Reading", value="", tooltip="How the annotation will be read: sparse strokes, "
                               "dense labels (1 = cell, 2 = not cell) or instances (each id above 2 one cell)")
-        self._all_pairs = CheckBox(text="Also train on other annotated images", value=True,
+        self.all_pairs = CheckBox(text="Also train on other annotated images", value=True,
                                    tooltip="Also train on the annotation layers made for the other open images "
                                            "(with 'New annotation layer' or 'Start from prediction')")
         # ---- training ------------------------------------------------------------------
-        self._base = ComboBox(label="Base model", choices=self._model_choices,
+        self.base = ComboBox(label="Base model", choices=self._model_choices,
                               tooltip="The model fine-tuning starts from (nuclei first: the best base measured on a new modality)")
-        if FINETUNE_BASE in self._base.choices:
-            self._base.value = FINETUNE_BASE
-        self._budget = SpinBox(label="Time budget (s)", value=60, min=0, max=86400, step=10,
+        if FINETUNE_BASE in self.base.choices:
+            self.base.value = FINETUNE_BASE
+        self.budget = SpinBox(label="Time budget (s)", value=60, min=0, max=86400, step=10,
                                tooltip="Training stops after this many seconds; 0 = until you press Stop")
-        self._train = PushButton(text="Train")
-        self._progress = ProgressBar(label="", min=0, max=1000, value=0, visible=False,
+        self.train_button = PushButton(text="Train")
+        self.progress_bar = ProgressBar(label="", min=0, max=1000, value=0, visible=False,
                                      tooltip="Share of the time budget used")
-        self._status = Label(label="", value="Paint a few strokes, then Train", tooltip=_STATUS_TIP)
-        self._warning = Label(label="", value="", visible=False,
+        self.status = Label(label="", value="Paint a few strokes, then Train", tooltip=_STATUS_TIP)
+        self.warning = Label(label="", value="", visible=False,
                               tooltip="A guardrail: the training may be going wrong (Stop keeps the best weights either way)")
-        self._revert = PushButton(text="Revert to base", enabled=False,
+        self.revert_button = PushButton(text="Revert to base", enabled=False,
                                   tooltip="Discard the fine-tuned weights and go back to the base model")
-        self._next = PushButton(text="Paint here next", enabled=False,
+        self.next_button = PushButton(text="Paint here next", enabled=False,
                                 tooltip="Show where the model is least sure (the '<image> uncertainty' layer, updated "
                                         "with every preview) and centre the view on the most uncertain unpainted region")
         # ---- models ------------------------------------------------------------------
-        self._name = LineEdit(label="Save as", value="",
+        self.model_name = LineEdit(label="Save as", value="",
                               tooltip="The name of the fine-tuned model in the model lists (letters, digits, "
                                       "spaces, '.', '_', '-'); follows the image until you type one")
-        self._save = PushButton(text="Save", enabled=False, tooltip=self._SAVE_TIP)
-        self._import = PushButton(text="Import...", tooltip="Add a model file (.pt) to your models")
-        self._export = PushButton(text="Export...", tooltip="Write the base model picked above to a .pt file")
-        self._delete = PushButton(text="Delete", tooltip="Delete the user model picked above")
-        self._help = Label(value=f'<a href="{HELP_URL}">Help: how to fine-tune (README)</a>',
+        self.save_button = PushButton(text="Save", enabled=False, tooltip=self._SAVE_TIP)
+        self.import_button = PushButton(text="Import...", tooltip="Add a model file (.pt) to your models")
+        self.export_button = PushButton(text="Export...", tooltip="Write the base model picked above to a .pt file")
+        self.delete_button = PushButton(text="Delete", tooltip="Delete the user model picked above")
+        self.help_link = Label(value=f'<a href="{HELP_URL}">Help: how to fine-tune (README)</a>',
                            tooltip=f"Open the README (its Fine-tune section) in your browser: {HELP_URL}")
         row = dict(layout="horizontal", labels=False)
         self.extend([
-            self._image,
-            self._annotation,
-            Container(widgets=[self._new_ann, self._from_pred], **row),
-            self._reading,
-            self._all_pairs,
-            self._base,
-            self._budget,
-            Container(widgets=[self._train, self._revert, self._next], **row),
-            self._progress,
-            self._status,
-            self._warning,
-            Container(widgets=[self._name, self._save], **row),
-            Container(widgets=[self._import, self._export, self._delete], **row),
-            self._help,
+            self.image,
+            self.annotation_layer,
+            Container(widgets=[self.new_annotation_button, self.from_prediction_button], **row),
+            self.reading,
+            self.all_pairs,
+            self.base,
+            self.budget,
+            Container(widgets=[self.train_button, self.revert_button, self.next_button], **row),
+            self.progress_bar,
+            self.status,
+            self.warning,
+            Container(widgets=[self.model_name, self.save_button], **row),
+            Container(widgets=[self.import_button, self.export_button, self.delete_button], **row),
+            self.help_link,
         ])
-        self._warning.native.setStyleSheet("color: #f0a040")
-        for label in (self._status, self._warning, self._reading):
+        self.warning.native.setStyleSheet("color: #f0a040")
+        for label in (self.status, self.warning, self.reading):
             # long notes (paths, model names) wrap instead of widening the dock
             label.native.setWordWrap(True)
             label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             label.native.setMinimumWidth(60)
-        self._help.native.setTextFormat(Qt.TextFormat.RichText)
-        self._help.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-        self._help.native.setOpenExternalLinks(True)
-        self._plot = _Plot()
-        self._plot.setToolTip("Loss (orange, scaled to its maximum) and validation score on held-out strokes "
+        self.help_link.native.setTextFormat(Qt.TextFormat.RichText)
+        self.help_link.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.help_link.native.setOpenExternalLinks(True)
+        self.plot = _Plot()
+        self.plot.setToolTip("Loss (orange, scaled to its maximum) and validation score on held-out strokes "
                               "(blue dots, 0..1 on the right) against training time; dashed: the base model's score")
-        self.native.layout().insertWidget(9, self._plot)
+        self.native.layout().insertWidget(9, self.plot)
         # ---- state ---------------------------------------------------------------------
         self._worker = None
         self._job: _Job | None = None
@@ -130,7 +136,7 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
         self._activity = None  # the run's progress bar in napari's activity dock
         self._closed = False
         self._last_draw = 0.0
-        self._preview_count = 0
+        self.previews_shown = 0  # previews written into the layers during this run
         self._uncertainty: dict = {}  # (image name, shape) -> the previews' uncertainty (see PreviewMixin)
         self._view_timer = QTimer()
         self._view_timer.setInterval(500)
@@ -141,19 +147,19 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
         self._reading_timer.timeout.connect(self._describe_annotation)
         self._watched = None
         # ---- connections ---------------------------------------------------------------
-        self._new_ann.changed.connect(lambda *_: self.new_annotation_layer())
-        self._from_pred.changed.connect(lambda *_: self.annotation_from_prediction())
-        self._train.changed.connect(lambda *_: self._on_train())
-        self._revert.changed.connect(lambda *_: self.revert_to_base())
-        self._next.changed.connect(lambda *_: self.paint_here_next())
-        self._save.changed.connect(lambda *_: self.save_model())
-        self._import.changed.connect(lambda *_: self._import_dialog())
-        self._export.changed.connect(lambda *_: self._export_dialog())
-        self._delete.changed.connect(lambda *_: self.delete_model())
-        self._annotation.changed.connect(lambda *_: self._watch_annotation())
-        self._image.changed.connect(lambda *_: self._follow_image())
-        self._base.changed.connect(lambda *_: self._update_model_buttons())
-        self._status.changed.connect(lambda *_: self._status.native.setToolTip(_STATUS_TIP))  # details go with one message
+        self.new_annotation_button.changed.connect(lambda *_: self.new_annotation_layer())
+        self.from_prediction_button.changed.connect(lambda *_: self.annotation_from_prediction())
+        self.train_button.changed.connect(lambda *_: self._on_train())
+        self.revert_button.changed.connect(lambda *_: self.revert_to_base())
+        self.next_button.changed.connect(lambda *_: self.paint_here_next())
+        self.save_button.changed.connect(lambda *_: self.save_model())
+        self.import_button.changed.connect(lambda *_: self._import_dialog())
+        self.export_button.changed.connect(lambda *_: self._export_dialog())
+        self.delete_button.changed.connect(lambda *_: self.delete_model())
+        self.annotation_layer.changed.connect(lambda *_: self._watch_annotation())
+        self.image.changed.connect(lambda *_: self._follow_image())
+        self.base.changed.connect(lambda *_: self._update_model_buttons())
+        self.status.changed.connect(lambda *_: self.status.native.setToolTip(_STATUS_TIP))  # details go with one message
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.layers.selection.events.active.connect(self._follow_active)
@@ -181,12 +187,12 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
         keys = self._shortcuts.bound if hasattr(self, "_shortcuts") else {}
         stop = f" ({STOP_KEY})" if STOP_KEY in keys else ""
         if self.running:
-            self._train.text = "Stop"
-            self._train.tooltip = f"Stop training{stop}: the best weights so far are kept"
+            self.train_button.text = "Stop"
+            self.train_button.tooltip = f"Stop training{stop}: the best weights so far are kept"
         else:
-            self._train.text = "Train"
+            self.train_button.text = "Train"
             train = f" ({TRAIN_KEY})" if TRAIN_KEY in keys else ""
-            self._train.tooltip = (f"Fine-tune the base model on your strokes{train}; while it trains, this button "
+            self.train_button.tooltip = (f"Fine-tune the base model on your strokes{train}; while it trains, this button "
                                    f"stops it{stop} and keeps the best weights")
 
     # ---- pickers -------------------------------------------------------------------------
@@ -202,7 +208,7 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
         if self._worker is not None:
             self.stop()
             return
-        image, ann = self._image.value, self._annotation.value
+        image, ann = self.image.value, self.annotation_layer.value
         if image is None:
             _common.show_info("Open an image first")
             return
@@ -223,7 +229,7 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
             return
         images = [np.asarray(_image_array(i)) for i, _ in pairs]
         rgbs = [bool(i.rgb) for i, _ in pairs]
-        budget = float(self._budget.value) or None
+        budget = float(self.budget.value) or None
         self._created = self._ensure_preview_layers(image, ann)
         self.start_training(images, anns, rgbs, budget, layer=image)
 
@@ -236,19 +242,19 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
         self._trainer = self._info = None
         self.run = FinetuneRun(budget)
         self._revert_pending = False
-        self._preview_count = 0
+        self.previews_shown = 0
         self._set_warning("")
-        self._save.enabled = False
-        self._save.tooltip = self._SAVE_TIP
-        self._revert.enabled = False
-        self._plot.clear()
-        self._progress.value = 0
-        self._progress.max = 1000 if budget else 0
-        self._progress.visible = True
-        self._status.value = "loading the base model..."
+        self.save_button.enabled = False
+        self.save_button.tooltip = self._SAVE_TIP
+        self.revert_button.enabled = False
+        self.plot.clear()
+        self.progress_bar.value = 0
+        self.progress_bar.max = 1000 if budget else 0
+        self.progress_bar.visible = True
+        self.status.value = "loading the base model..."
         self._update_request()
         worker = create_worker(
-            _train_job, job, images, annotations, rgbs, self._base.value, budget, default_threads(),
+            _train_job, job, images, annotations, rgbs, self.base.value, budget, default_threads(),
             _start_thread=False, _ignore_errors=True,  # errors go to _on_error: one notification, no traceback
         )
         worker.yielded.connect(self._on_event)
@@ -268,7 +274,7 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
         if self._job is not None:
             self._job.stop()
             if self._worker is not None:
-                self._status.value = "stopping (keeping the best weights)..."
+                self.status.value = "stopping (keeping the best weights)..."
 
     # ---- preview requests (GUI thread) -------------------------------------------------------
     def _update_request(self):
@@ -311,7 +317,7 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
 
         if isinstance(ev, tuple) and ev and ev[0] == "ready":
             _, self._trainer, self._info = ev
-            self._reading.value = self._info.reading
+            self.reading.value = self._info.reading
             self._apply(self.run.ready(self._trainer, self._info))
         elif isinstance(ev, tuple) and ev and ev[0] == "final":
             self._show_preview(ev[1])
@@ -321,29 +327,29 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
             self._show_preview(ev)
 
     def _on_progress(self, p):
-        self._plot.add(p)
+        self.plot.add(p)
         self._apply(self.run.progress(p))
         now = time.perf_counter()
         if p.step and (p.val_score is not None or now - self._last_draw > 0.5):
             self._last_draw = now
-            self._plot.draw()
+            self.plot.draw()
 
     def _apply(self, up: Update):
         """Show what the run state says (:class:`~napari_unet.core.finetune_control.Update`)."""
         if up.status is not None:
-            self._status.value = up.status
+            self.status.value = up.status
         if up.progress is not None:
-            self._progress.value = int(1000 * up.progress)
+            self.progress_bar.value = int(1000 * up.progress)
             if self._activity is not None:
                 self._activity.n = int(1000 * up.progress)
                 self._activity.refresh()
         if up.warning is not None:
-            self._warning.value = up.warning
-            self._warning.visible = bool(up.warning)
+            self.warning.value = up.warning
+            self.warning.visible = bool(up.warning)
         if up.revert:
-            self._revert.enabled = True
+            self.revert_button.enabled = True
         if up.save_tip is not None:
-            self._save.tooltip = up.save_tip
+            self.save_button.tooltip = up.save_tip
         if up.popup:
             _common.show_warning(up.popup)
 
@@ -354,7 +360,7 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
         if self._closed:
             return
         self._remove_unused()
-        self._status.value = "training failed; nothing was changed"
+        self.status.value = "training failed; nothing was changed"
         _common.notify_error(exc, "Fine-tuning")
 
     def _on_finished(self):
@@ -364,17 +370,17 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
         if self._closed:
             return
         self._update_train_button()
-        self._progress.visible = False
+        self.progress_bar.visible = False
         t = self._trainer
         if t is None:
             return
-        self._plot.draw()
+        self.plot.draw()
         if self._revert_pending:
             self._revert_pending = False
             self._apply_revert()
             return
         self._apply(self.run.finished())
-        self._save.enabled = True
+        self.save_button.enabled = True
 
     # ---- guardrail: revert -----------------------------------------------------------------
     def revert_to_base(self):
@@ -392,9 +398,9 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
 
         revert_to_base(self._trainer, self._info)
         self._set_warning("")
-        self._save.enabled = False
-        self._revert.enabled = False
-        self._status.value = f"Reverted to the base model '{self._info.base_name}'"
+        self.save_button.enabled = False
+        self.revert_button.enabled = False
+        self.status.value = f"Reverted to the base model '{self._info.base_name}'"
         self._layer_preview()
 
     def _layer_preview(self):

@@ -54,7 +54,7 @@ class PreviewMixin:
             self._write_instances(layer, prev, sl, shape)
         if prev.uncertainty is not None:
             QTimer.singleShot(0, lambda: self._write_uncertainty(layer, prev, sl, shape))
-        self._preview_count += 1
+        self.previews_shown += 1
         self._created = []  # the layers hold a result now
         self._apply(self.run.preview(prev.collapsed))
 
@@ -111,7 +111,7 @@ class PreviewMixin:
         if unc is not None and unc.visible:
             unc.refresh()
         try:
-            self._next.enabled = True
+            self.next_button.enabled = True
         except RuntimeError:
             pass
 
@@ -139,7 +139,7 @@ class PreviewMixin:
         current plane that is not painted yet; returns its ``(y, x)`` in data pixels."""
         from ..core.uncertainty import most_uncertain
 
-        layer = self._layer or self._image.value
+        layer = self._layer or self.image.value
         unc = self._show_uncertainty(layer) if layer is not None else None
         if unc is None:
             _common.show_info("No uncertainty yet: press Train, it comes with the first preview")
@@ -147,7 +147,7 @@ class PreviewMixin:
         lead = unc.data.ndim - 2
         index = tuple(int(i) for i in self.viewer.dims.current_step[: lead]) if lead else ()
         plane = np.asarray(unc.data[index] if index else unc.data)
-        ann = self._annotation.value
+        ann = self.annotation_layer.value
         painted = None
         if ann is not None and tuple(ann.data.shape[-2:]) == plane.shape:
             painted = np.asarray(ann.data[index] if index and ann.data.ndim > 2 else ann.data) > 0
@@ -158,7 +158,7 @@ class PreviewMixin:
         world = unc.data_to_world(index + (y, x))
         _common.camera(self.viewer).center = tuple(world[-2:])
         self._mark_spot(layer, unc, index + (y, x))
-        self._status.value = (f"Paint next around ({y}, {x}): the model is least sure there "
+        self.status.value = (f"Paint next around ({y}, {x}): the model is least sure there "
                               f"(mean uncertainty {level:.2f} of 1; bright in '{unc.name}')")
         return y, x
 

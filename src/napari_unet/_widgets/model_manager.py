@@ -61,7 +61,7 @@ class ModelManagerMixin:
         if self._trainer is None or self._worker is not None:
             _common.show_info("Train first (and Stop), then save")
             return None
-        name = (name if name is not None else self._name.value).strip()
+        name = (name if name is not None else self.model_name.value).strip()
         try:
             # a name, never a path: "../x", "/tmp/x", "a/b" or "x.pt" would land outside the
             # models folder and never show in the Segment widget (Export... writes files)
@@ -81,8 +81,8 @@ class ModelManagerMixin:
         if same:
             text += (f" It has the weights of the base model '{base_name}': training did not improve on it "
                      f"(score {self.run.base_score:.3f}).")
-        self._status.value = text + (f" {plain}." if plain else "")
-        self._status.native.setToolTip(f"Saved to {path}" + (f"\n{detail}" if detail else ""))
+        self.status.value = text + (f" {plain}." if plain else "")
+        self.status.native.setToolTip(f"Saved to {path}" + (f"\n{detail}" if detail else ""))
         if same:
             _common.show_warning(f"U-Net: saved '{path.stem}', but it has the same weights as the base model "
                                  f"'{base_name}': training did not improve on it")
@@ -101,28 +101,28 @@ class ModelManagerMixin:
             return None
         model_bus.changed.emit()
         self.refresh_models(select=dest.stem)
-        self._status.value = f"Imported '{dest.stem}'"
+        self.status.value = f"Imported '{dest.stem}'"
         return dest.stem
 
     def export_model(self, path, name: str | None = None):
         """Write the model picked as base (or ``name``) to a single ``.pt`` file."""
         from ..core.models import load_model, save_model
 
-        name = name or self._base.value
+        name = name or self.base.value
         try:
             loaded = load_model(name)
             dest = save_model(Path(path), loaded.model, loaded.meta)
         except Exception as exc:  # noqa: BLE001
             _common.notify_error(exc, "Exporting the model")
             return None
-        self._status.value = f"Exported '{name}' to {dest}"
+        self.status.value = f"Exported '{name}' to {dest}"
         return dest
 
     def delete_model(self, name: str | None = None, confirm: bool = True) -> bool:
         """Delete a user model (asks first unless ``confirm=False``)."""
         from ..core.models import delete_model
 
-        name = name or self._base.value
+        name = name or self.base.value
         if confirm:
             from qtpy.QtWidgets import QMessageBox
 
@@ -136,7 +136,7 @@ class ModelManagerMixin:
             return False
         model_bus.changed.emit()
         self.refresh_models()
-        self._status.value = f"Deleted '{name}'"
+        self.status.value = f"Deleted '{name}'"
         return True
 
     def _import_dialog(self):
@@ -149,7 +149,7 @@ class ModelManagerMixin:
     def _export_dialog(self):
         from qtpy.QtWidgets import QFileDialog
 
-        name = self._base.value
+        name = self.base.value
         path, _ = QFileDialog.getSaveFileName(self.native, f"Export '{name}'", f"{name}.pt", "napari-unet model (*.pt)")
         if path:
             self.export_model(path, name)
@@ -157,7 +157,7 @@ class ModelManagerMixin:
     def refresh_models(self, select: str | None = None):
         if self._closed:
             return
-        if not refresh_model_combo(self._base, select):  # viewer closed: stop listening
+        if not refresh_model_combo(self.base, select):  # viewer closed: stop listening
             self._closed = True
             model_bus.changed.disconnect(self.refresh_models)
             return
@@ -167,19 +167,19 @@ class ModelManagerMixin:
         """Export... and Delete name the model they act on (the Base model picked)."""
         from ..core.models import list_models
 
-        name = self._base.value
+        name = self.base.value
         if not name:
-            self._export.text, self._delete.text = "Export...", "Delete"
-            self._export.enabled = self._delete.enabled = False
+            self.export_button.text, self.delete_button.text = "Export...", "Delete"
+            self.export_button.enabled = self.delete_button.enabled = False
             return
-        self._export.text = f"Export '{_short(name)}'..."
-        self._export.enabled = True
-        self._export.tooltip = f"Write the model '{name}' (the Base model picked above) to a .pt file"
-        self._delete.text = f"Delete '{_short(name)}'"
+        self.export_button.text = f"Export '{_short(name)}'..."
+        self.export_button.enabled = True
+        self.export_button.tooltip = f"Write the model '{name}' (the Base model picked above) to a .pt file"
+        self.delete_button.text = f"Delete '{_short(name)}'"
         try:
             shipped = name in {m.name for m in list_models() if m.source == "shipped"}
         except Exception:  # noqa: BLE001 - Delete then says why it cannot
             shipped = False
-        self._delete.enabled = not shipped
-        self._delete.tooltip = (f"'{name}' ships with napari-unet and cannot be deleted" if shipped
+        self.delete_button.enabled = not shipped
+        self.delete_button.tooltip = (f"'{name}' ships with napari-unet and cannot be deleted" if shipped
                                 else f"Delete your model '{name}' (the Base model picked above; asks first)")

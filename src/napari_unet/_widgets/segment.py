@@ -91,6 +91,10 @@ class _Outcome:
 class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
     """Image picker, axes, model picker, object diameter, Run / Cancel, progress.
 
+    The controls are public attributes (``image``, ``model``, ``axes``, ``diameter``,
+    ``advanced``, ``threshold``, ``run_button``, ``status``, ``plan``...), so that scripts
+    and tests drive the widget as a user does.
+
     *Axes* names the image's dimensions (guessed from its shape, editable); a Z axis gives
     3D instances (*Anisotropy* from the layer's scale), a T axis ids kept over time, a C
     axis a *Channel* to segment. *Advanced settings* override the model's cell threshold
@@ -103,55 +107,55 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
     def __init__(self, napari_viewer):
         super().__init__(labels=True)
         self.viewer = napari_viewer
-        self._image = create_widget(annotation=Image, label="Image")
-        self._axes = LineEdit(label="Axes", value="",
+        self.image = create_widget(annotation=Image, label="Image")
+        self.axes = LineEdit(label="Axes", value="",
                               tooltip="One letter per dimension of the image: T (time), Z (depth), C (channel), "
                                       "Y, X (height, width), S (RGB samples); e.g. ZYX, TYX, CYX, TZCYX. "
                                       "Guessed from the shape: correct it if it is wrong.")
-        self._anisotropy = FloatSpinBox(label="Anisotropy", value=1.0, min=0.01, max=1000, step=0.5, visible=False,
+        self.anisotropy = FloatSpinBox(label="Anisotropy", value=1.0, min=0.01, max=1000, step=0.5, visible=False,
                                         tooltip="Z step over the XY pixel size (3 = planes 3 pixels apart); "
                                                 "filled from the layer's scale")
-        self._anisotropy.native.setDecimals(3)
-        self._channel = SpinBox(label="Channel", value=0, min=0, max=0, visible=False,
+        self.anisotropy.native.setDecimals(3)
+        self.channel = SpinBox(label="Channel", value=0, min=0, max=0, visible=False,
                                 tooltip="The channel (along C, counted from 0) to segment")
-        self._plan = Label(label="", value="")
-        self._plan.native.setWordWrap(True)
-        self._model = ComboBox(label="Model", choices=self._model_choices,
+        self.plan = Label(label="", value="")
+        self.plan.native.setWordWrap(True)
+        self.model = ComboBox(label="Model", choices=self._model_choices,
                                tooltip="The network to run; the shipped ones need no training (hover for what each is for)")
-        self._diameter = FloatSpinBox(label="Cell diameter (px)", value=0, min=0, max=2000, step=1,
+        self.diameter = FloatSpinBox(label="Cell diameter (px)", value=0, min=0, max=2000, step=1,
                                       tooltip="Typical cell diameter in pixels; 0 = the model's default: the size it was "
                                               "trained on, or for a model of many sizes (generalist) checked in each image")
-        self._diameter.native.setSpecialValueText("model's default")  # shown at 0
-        self._estimate = CheckBox(text="Estimate diameter from the image", value=False,
+        self.diameter.native.setSpecialValueText("model's default")  # shown at 0
+        self.estimate = CheckBox(text="Estimate diameter from the image", value=False,
                                   tooltip="Measure the typical cell size in the image first and rescale to the model's")
-        self._advanced = CheckBox(text="Advanced settings", value=False, tooltip="Cell threshold and smallest cell")
-        self._threshold = FloatSpinBox(label="Cell threshold", value=0, min=0, max=0.95, step=0.05, visible=False,
+        self.advanced = CheckBox(text="Advanced settings", value=False, tooltip="Cell threshold and smallest cell")
+        self.threshold = FloatSpinBox(label="Cell threshold", value=0, min=0, max=0.95, step=0.05, visible=False,
                                        tooltip="Cell probability above which a pixel is cell: lower finds more and larger "
                                                "cells, higher fewer and smaller. Changing it updates the last result at once.")
-        self._threshold.native.setSpecialValueText("model's own")
+        self.threshold.native.setSpecialValueText("model's own")
         # (a float box with no decimals: the integer box cannot show a "model's own" text)
-        self._min_size = FloatSpinBox(label="Smallest cell (px)", value=0, min=0, max=1e7, step=10, visible=False,
+        self.min_size = FloatSpinBox(label="Smallest cell (px)", value=0, min=0, max=1e7, step=10, visible=False,
                                       tooltip="Objects with fewer pixels are dropped. Changing it updates the last result at once.")
-        self._min_size.native.setDecimals(0)
-        self._min_size.native.setSpecialValueText("model's own")
-        self._run = PushButton(text="Run", tooltip="Segment the image in the background (press again to cancel). "
+        self.min_size.native.setDecimals(0)
+        self.min_size.native.setSpecialValueText("model's own")
+        self.run_button = PushButton(text="Run", tooltip="Segment the image in the background (press again to cancel). "
                                                    f"Shortcut in the viewer: {RUN_KEY.replace('-', '+')}")
-        self._folder = PushButton(text="Run on folder...", tooltip="Segment every image of a folder with this model and "
+        self.folder_button = PushButton(text="Run on folder...", tooltip="Segment every image of a folder with this model and "
                                   "these settings, into a 'napari-unet' subfolder (images done before are skipped; "
                                   "summary.csv counts the cells per image)")
-        self._progress = ProgressBar(label="", min=0, max=1000, value=0, visible=False)
-        self._status = Label(label="", value="")
-        self._status.native.setWordWrap(True)  # long notes wrap instead of widening the dock
-        self.extend([self._image, self._axes, self._anisotropy, self._channel, self._plan, self._model, self._diameter,
-                     self._estimate, self._advanced, self._threshold, self._min_size, self._run, self._folder, self._progress,
-                     self._status])
+        self.progress_bar = ProgressBar(label="", min=0, max=1000, value=0, visible=False)
+        self.status = Label(label="", value="")
+        self.status.native.setWordWrap(True)  # long notes wrap instead of widening the dock
+        self.extend([self.image, self.axes, self.anisotropy, self.channel, self.plan, self.model, self.diameter,
+                     self.estimate, self.advanced, self.threshold, self.min_size, self.run_button, self.folder_button, self.progress_bar,
+                     self.status])
         self._relay = Relay()
         self._relay.progress.connect(self._on_progress)
-        self._run.changed.connect(self._on_run)
-        self._folder.changed.connect(self._on_folder)
+        self.run_button.changed.connect(self._on_run)
+        self.folder_button.changed.connect(self._on_folder)
         self.last_summary: list[dict] | None = None  # the last folder run's rows (see run_folder)
-        self._estimate.changed.connect(lambda v: setattr(self._diameter, "enabled", not v))
-        self._advanced.changed.connect(self._show_advanced)
+        self.estimate.changed.connect(lambda v: setattr(self.diameter, "enabled", not v))
+        self.advanced.changed.connect(self._show_advanced)
         self._worker = None
         self._pbar = None  # the entry in napari's activity panel while a worker runs
         self._cancel = threading.Event()
@@ -173,15 +177,15 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(250)
         self._debounce.timeout.connect(self._reapply)
-        self._threshold.changed.connect(self._settings_changed)
-        self._min_size.changed.connect(self._settings_changed)
-        self._model.changed.connect(lambda *_: self._advanced.value and self._show_model_settings())
-        self._model.changed.connect(self._describe_model)
-        self._image.changed.connect(self._image_changed)
-        self._axes.changed.connect(self._axes_typed)
-        self._axes.native.editingFinished.connect(self._axes_entered)
-        self._anisotropy.changed.connect(self._anisotropy_typed)
-        self._channel.changed.connect(lambda *_: self._describe_plan())
+        self.threshold.changed.connect(self._settings_changed)
+        self.min_size.changed.connect(self._settings_changed)
+        self.model.changed.connect(lambda *_: self.advanced.value and self._show_model_settings())
+        self.model.changed.connect(self._describe_model)
+        self.image.changed.connect(self._image_changed)
+        self.axes.changed.connect(self._axes_typed)
+        self.axes.native.editingFinished.connect(self._axes_entered)
+        self.anisotropy.changed.connect(self._anisotropy_typed)
+        self.channel.changed.connect(lambda *_: self._describe_plan())
         self.viewer.layers.selection.events.active.connect(self._follow_active)
         model_bus.changed.connect(self.refresh_models)
         self.viewer.bind_key(RUN_KEY, self._key_run, overwrite=True)
@@ -195,21 +199,21 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
     def _describe_model(self, *_):
         from ..core.models import describe_model
 
-        self._model.tooltip = describe_model(self._model.value)
+        self.model.tooltip = describe_model(self.model.value)
 
     def _model_choices(self, *_):
         return model_names()
 
     def refresh_models(self, select: str | None = None):
-        if not refresh_model_combo(self._model, select):  # viewer closed: stop listening
+        if not refresh_model_combo(self.model, select):  # viewer closed: stop listening
             model_bus.changed.disconnect(self.refresh_models)
 
     def _follow_active(self, event=None):
         layer = active_image(self.viewer)
         if layer is not None and self._worker is None:
-            self._image.reset_choices()
-            if layer in self._image.choices:
-                self._image.value = layer
+            self.image.reset_choices()
+            if layer in self.image.choices:
+                self.image.value = layer
 
     def _key_run(self, viewer=None):
         try:
@@ -235,35 +239,35 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
     def _on_run(self, *_):
         if self._worker is not None:
             self._cancel.set()
-            self._status.value = "cancelling..."
+            self.status.value = "cancelling..."
             return
-        layer = self._image.value
+        layer = self.image.value
         if layer is None:
             show_info("Open an image first (File > Open Sample > napari-unet for an example)")
             return
         axes = self._parsed_axes(notify=True)
         if axes is None:
-            self._status.value = "correct the axes, then press Run"
+            self.status.value = "correct the axes, then press Run"
             return
         data = _plane_data(layer)
         geometry = self._geometry(layer, axes)
-        diameter = "auto" if self._estimate.value else (self._diameter.value or None)
+        diameter = "auto" if self.estimate.value else (self.diameter.value or None)
         self._cancel.clear()
         self._t0 = time.perf_counter()
-        self._run.text = "Cancel"
-        self._progress.value = 0
-        self._progress.visible = True
-        self._status.value = "loading model..."
-        key = (self._model.value, diameter)
+        self.run_button.text = "Cancel"
+        self.progress_bar.value = 0
+        self.progress_bar.visible = True
+        self.status.value = "loading model..."
+        key = (self.model.value, diameter)
         if axes in ("YX", "YXS"):  # 2D: the probabilities are kept for the instant re-apply
-            worker = create_worker(self._work, data, axes == "YXS", self._model.value, diameter, self._overrides(),
+            worker = create_worker(self._work, data, axes == "YXS", self.model.value, diameter, self._overrides(),
                                    geometry.scale, _start_thread=False, _ignore_errors=True)
         else:
             from ..core.pipeline import Input
 
             inp = Input(data, axes, self._anisotropy_value()[0] if "Z" in axes else 1.0,
-                        int(self._channel.value) if "C" in axes else None)
-            worker = create_worker(self._work_stack, inp, self._model.value, diameter, self._overrides(), geometry,
+                        int(self.channel.value) if "C" in axes else None)
+            worker = create_worker(self._work_stack, inp, self.model.value, diameter, self._overrides(), geometry,
                                    _start_thread=False, _ignore_errors=True)
         worker.returned.connect(
             lambda res, layer=layer, data=data, key=key, geometry=geometry: self._on_done(layer, res, data, key, geometry))
@@ -285,9 +289,9 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
 
     def _overrides(self) -> tuple[float | None, int | None]:
         """The advanced settings: ``(threshold, min_size)``, ``None`` for the model's own."""
-        if not self._advanced.value:
+        if not self.advanced.value:
             return None, None
-        return (self._threshold.value or None), (int(round(self._min_size.value)) or None)
+        return (self.threshold.value or None), (int(round(self.min_size.value)) or None)
 
     def _progress_fn(self):
         def progress_cb(frac: float, msg: str):
@@ -354,8 +358,8 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
     def _on_progress(self, frac: float, msg: str):
         try:
             value = int(1000 * min(max(frac, 0.0), 1.0))
-            self._progress.value = value
-            self._status.value = msg
+            self.progress_bar.value = value
+            self.status.value = msg
         except RuntimeError:  # the dock was closed under a running worker: stop it
             self._cancel.set()
             return
@@ -392,12 +396,12 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         self._close_activity()
         if isinstance(exc, Cancelled):
             try:
-                self._status.value = "cancelled"
+                self.status.value = "cancelled"
             except RuntimeError:  # cancelled because the dock was closed
                 pass
             return
         try:
-            self._status.value = "failed"
+            self.status.value = "failed"
         except RuntimeError:
             pass
         notify_error(exc, "Segmentation")
@@ -406,9 +410,9 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         self._worker = None
         self._close_activity()
         try:
-            self._run.text = "Run"
-            self._folder.enabled = True
-            self._progress.visible = False
+            self.run_button.text = "Run"
+            self.folder_button.enabled = True
+            self.progress_bar.visible = False
         except RuntimeError:  # the dock is gone
             return
         if self._pending:
@@ -417,7 +421,7 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
 
     # ---- advanced settings -------------------------------------------------------------
     def _show_advanced(self, on: bool):
-        self._threshold.visible = self._min_size.visible = bool(on)
+        self.threshold.visible = self.min_size.visible = bool(on)
         if on:  # (loaded only now: opening the widget does not load a model)
             self._show_model_settings()
         if self._last is not None:
@@ -426,18 +430,18 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
     def _show_model_settings(self, *_):
         """Show the model's own threshold and smallest object in the spin boxes' "model's own"."""
         try:
-            post = self._segmenter(self._model.value).settings(own=True)
+            post = self._segmenter(self.model.value).settings(own=True)
         except Exception:  # noqa: BLE001 - an unreadable model says so when it is run
             return
-        self._threshold.native.setSpecialValueText(f"model's ({post.threshold:.2f})")
-        self._min_size.native.setSpecialValueText(f"model's ({post.min_size} px)")
-        for box in (self._threshold, self._min_size):
+        self.threshold.native.setSpecialValueText(f"model's ({post.threshold:.2f})")
+        self.min_size.native.setSpecialValueText(f"model's ({post.min_size} px)")
+        for box in (self.threshold, self.min_size):
             box.native.updateGeometry()  # the longer text needs a wider box
 
     def _settings_changed(self, *_):
         if self._last is None:  # nothing kept to re-apply to (none yet, a stack, a very large image)
             if self._worker is None:
-                self._status.value = "the new settings apply when you press Run"
+                self.status.value = "the new settings apply when you press Run"
             return
         if self._worker is not None:
             self._pending = True
@@ -452,7 +456,7 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         layer = last.layer
         data = _plane_data(layer)
         model = last.key[0]
-        if layer not in self.viewer.layers or data is not last.data or model != self._model.value:
+        if layer not in self.viewer.layers or data is not last.data or model != self.model.value:
             self._last = None  # the image or the model changed: the next Run starts afresh
             return
         for out in last.targets:
@@ -461,11 +465,11 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
                 return
             if edited_since_written(out):
                 self._last = None  # never overwrite the user's corrections without a Run
-                self._status.value = f"'{out.name}' was edited: press Run to segment with the new settings (into a new layer)"
+                self.status.value = f"'{out.name}' was edited: press Run to segment with the new settings (into a new layer)"
                 show_info(f"U-Net: '{out.name}' was edited, so it was not updated; press Run to apply the new settings")
                 return
         self._t0 = time.perf_counter()
-        self._status.value = "applying the new settings..."
+        self.status.value = "applying the new settings..."
         overrides = self._overrides()
         geometry = last.geometry
         self._cancel.clear()
@@ -484,6 +488,6 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
-        self._run.text = "Cancel"
+        self.run_button.text = "Cancel"
         worker.start()
 

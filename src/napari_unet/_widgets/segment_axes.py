@@ -51,18 +51,18 @@ class AxesMixin:
             self._watch(None)
 
     def _image_changed(self, *_):
-        layer = self._image.value
+        layer = self.image.value
         if layer is not self._watched:
             self._watch(layer)
         self._fill_axes()
 
     def _fill_axes(self):
         """The picked layer's axes (typed by the user for it, else guessed), anisotropy, channel."""
-        layer = self._image.value
+        layer = self.image.value
         self._filling = True
         try:
             if layer is None:
-                self._axes.value = ""
+                self.axes.value = ""
             else:
                 shape = tuple(_plane_data(layer).shape)
                 typed = self._typed_axes.get(layer)
@@ -75,7 +75,7 @@ class AxesMixin:
                         axes = guess_axes(shape, rgb=bool(layer.rgb))
                     except ValueError:
                         axes = ""
-                self._axes.value = axes
+                self.axes.value = axes
             self._fill_anisotropy()
         finally:
             self._filling = False
@@ -90,13 +90,13 @@ class AxesMixin:
         return axes
 
     def _check_axes(self) -> tuple[str | None, ValueError | None]:
-        layer = self._image.value
+        layer = self.image.value
         if layer is None:
             return None, None
         from ..core.axes import parse_axes
 
         try:
-            axes = parse_axes(self._axes.value, _plane_data(layer).shape, option="axes")
+            axes = parse_axes(self.axes.value, _plane_data(layer).shape, option="axes")
             if layer.rgb and not axes.endswith(("S", "C")):
                 raise ValueError(f"axes {axes}: '{layer.name}' is an RGB layer, its last axis holds the colours (S)")
         except ValueError as exc:
@@ -107,7 +107,7 @@ class AxesMixin:
         if self._filling:
             return
         axes = self._parsed_axes()
-        layer = self._image.value
+        layer = self.image.value
         if axes is not None and layer is not None:
             self._typed_axes[layer] = (tuple(_plane_data(layer).shape), axes)
         self._filling = True
@@ -118,12 +118,12 @@ class AxesMixin:
         self._describe_plan()
 
     def _axes_entered(self):
-        if self._image.value is not None and self._parsed_axes(notify=True) is not None:
-            self._axes.value = self._parsed_axes()  # the canonical (upper case) spelling
+        if self.image.value is not None and self._parsed_axes(notify=True) is not None:
+            self.axes.value = self._parsed_axes()  # the canonical (upper case) spelling
 
     def _fill_anisotropy(self):
         """Anisotropy from the layer's scale (z step / y pixel size); the Channel range."""
-        layer, axes = self._image.value, self._parsed_axes()
+        layer, axes = self.image.value, self._parsed_axes()
         self._aniso_scale = None
         has_z = axes is not None and "Z" in axes
         has_c = axes is not None and "C" in axes
@@ -137,23 +137,23 @@ class AxesMixin:
                     typed = self._typed_aniso.get(layer)
                     if typed is not None and typed[0] == self._aniso_scale:
                         value = typed[1]  # what the user typed for this layer (its scale unchanged)
-                    self._anisotropy.value = min(max(value, self._anisotropy.min), self._anisotropy.max)
+                    self.anisotropy.value = min(max(value, self.anisotropy.min), self.anisotropy.max)
         if has_c:
             n = int(_plane_data(layer).shape[axes.index("C")])
-            self._channel.max = max(n - 1, 0)
-            self._channel.value = min(self._channel.value, n - 1)
-        self._anisotropy.visible = has_z
-        self._channel.visible = has_c
+            self.channel.max = max(n - 1, 0)
+            self.channel.value = min(self.channel.value, n - 1)
+        self.anisotropy.visible = has_z
+        self.channel.visible = has_c
 
     def _anisotropy_typed(self, *_):
-        layer = self._image.value
+        layer = self.image.value
         if not self._filling and layer is not None and self._aniso_scale is not None:
-            self._typed_aniso[layer] = (self._aniso_scale, float(self._anisotropy.value))
+            self._typed_aniso[layer] = (self._aniso_scale, float(self.anisotropy.value))
         self._describe_plan()
 
     def _anisotropy_value(self) -> tuple[float, str]:
         """The anisotropy to use and where it comes from."""
-        value = float(self._anisotropy.value)
+        value = float(self.anisotropy.value)
         if self._aniso_scale is not None and abs(value - self._aniso_scale) <= 0.0005 * max(1.0, self._aniso_scale):
             return self._aniso_scale, "from the layer scale"
         return value, "set here"
@@ -161,12 +161,12 @@ class AxesMixin:
     def _describe_plan(self):
         """Say what Run will do with the picked image and its axes."""
         try:
-            self._plan.value = self._plan_text()
+            self.plan.value = self._plan_text()
         except RuntimeError:  # the dock was closed
             pass
 
     def _plan_text(self) -> str:
-        layer = self._image.value
+        layer = self.image.value
         if layer is None:
             return ""
         axes, error = self._check_axes()
@@ -191,7 +191,7 @@ class AxesMixin:
         else:
             parts.append(f"2D image, {shape['Y']} x {shape['X']} px")
         if "C" in axes:
-            parts.append(f"channel {self._channel.value} of {shape['C']} ({shape['C']} channels)")
+            parts.append(f"channel {self.channel.value} of {shape['C']} ({shape['C']} channels)")
         return "; ".join(parts)
 
     def _geometry(self, layer, axes: str) -> _Geometry:

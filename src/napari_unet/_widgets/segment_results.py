@@ -59,7 +59,7 @@ class ResultsMixin:
 
     def _show_result(self, layer, res: _Outcome, geometry: _Geometry | None):
         if layer not in self.viewer.layers:
-            self._status.value = "image removed; results not added"
+            self.status.value = "image removed; results not added"
             show_info(f"'{layer.name}' was removed while it was segmented; results not added")
             return None
         if geometry is None:
@@ -79,7 +79,7 @@ class ResultsMixin:
             msg += " (" + "; ".join(notes) + ")"
         if kept:
             msg += ". " + "; ".join(kept)
-        self._status.value = msg
+        self.status.value = msg
         show_info(f"U-Net: {msg}")
         return cells, inst
 
