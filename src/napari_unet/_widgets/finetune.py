@@ -147,18 +147,14 @@ class FinetuneWidget(AnnotationMixin, PreviewMixin, ModelManagerMixin, Container
         self._reading_timer.timeout.connect(self._describe_annotation)
         self._watched = None
         # ---- connections ---------------------------------------------------------------
-        self.new_annotation_button.changed.connect(lambda *_: self.new_annotation_layer())
-        self.from_prediction_button.changed.connect(lambda *_: self.annotation_from_prediction())
-        self.train_button.changed.connect(lambda *_: self._on_train())
-        self.revert_button.changed.connect(lambda *_: self.revert_to_base())
-        self.next_button.changed.connect(lambda *_: self.paint_here_next())
-        self.save_button.changed.connect(lambda *_: self.save_model())
-        self.import_button.changed.connect(lambda *_: self._import_dialog())
-        self.export_button.changed.connect(lambda *_: self._export_dialog())
-        self.delete_button.changed.connect(lambda *_: self.delete_model())
-        self.annotation_layer.changed.connect(lambda *_: self._watch_annotation())
-        self.image.changed.connect(lambda *_: self._follow_image())
-        self.base.changed.connect(lambda *_: self._update_model_buttons())
+        for control, action in ((self.new_annotation_button, self.new_annotation_layer),
+                                (self.from_prediction_button, self.annotation_from_prediction),
+                                (self.train_button, self._on_train), (self.revert_button, self.revert_to_base),
+                                (self.next_button, self.paint_here_next), (self.save_button, self.save_model),
+                                (self.import_button, self._import_dialog), (self.export_button, self._export_dialog),
+                                (self.delete_button, self.delete_model), (self.annotation_layer, self._watch_annotation),
+                                (self.image, self._follow_image), (self.base, self._update_model_buttons)):
+            control.changed.connect(lambda *_, act=action: act())
         self.status.changed.connect(lambda *_: self.status.native.setToolTip(_STATUS_TIP))  # details go with one message
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
