@@ -160,11 +160,14 @@ class UNet(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bottom(x)
-        for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
+        for up, dec in zip(self.up, self.dec):
             x = up(x)
+            skip = skips.pop()  # freed once used: at full resolution only its own skip is alive
             if skip.shape[-2:] != x.shape[-2:]:
                 skip = _center_crop(skip, x.shape[-2], x.shape[-1])
-            x = dec(torch.cat([skip, x], dim=1))
+            x = torch.cat([skip, x], dim=1)
+            del skip
+            x = dec(x)
         return self.head(x)
 
 
