@@ -182,7 +182,9 @@ def save_finetuned(
     for k in (*POSTPROCESS_KEYS, "image_diameter"):
         if k in base:
             meta[k] = base[k]
-    meta.update(finetuned_settings(trainer))
+    kept_base = trainer.best_score is not None and trainer.base_score is not None and trainer.best_score <= trainer.base_score
+    if not kept_base:  # with the base model's weights (training did not beat them) its settings stay too
+        meta.update(finetuned_settings(trainer))
     if extra:
         meta.update(extra)
     return save_model(dest, model, meta)
