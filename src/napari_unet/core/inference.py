@@ -274,6 +274,13 @@ class Segmenter:
         kept = probs if self.keep_probs else None
         return Segmentation(semantic, instances, notes, diameter or self.loaded.image_diameter, kept)
 
+    def resolve_diameter(self, diameter):
+        """``diameter`` as asked, or ``"auto"`` when none is asked and the model says so
+        (``default_diameter: auto``: a model trained on several object sizes)."""
+        if diameter is None and self.loaded.meta.get("default_diameter") == "auto":
+            return "auto"
+        return diameter
+
     def delegate_for(self, plane: np.ndarray) -> Segmenter | None:
         """The specialist to hand ``plane`` to, or ``None``.
 
@@ -397,8 +404,7 @@ class Segmenter:
             return res
         notes = [f"read block by block ({h} x {w} px, not loaded whole)"]
         limits = percentiles(plane, *self.percentiles)
-        if diameter is None and self.loaded.meta.get("default_diameter") == "auto":
-            diameter = "auto"
+        diameter = self.resolve_diameter(diameter)
         if diameter in ("auto", 0):
             diameter, note, _ = self.auto_diameter(crop, limits)
             notes.append(note + " (from the centre of the image)")
@@ -417,8 +423,7 @@ class Segmenter:
         """
         image = np.asarray(image)
         asked = diameter
-        if diameter is None and self.loaded.meta.get("default_diameter") == "auto":
-            diameter = "auto"  # a model trained on several object sizes (see the train command)
+        diameter = self.resolve_diameter(diameter)
         planes, notes, out_shape = as_planes(image, rgb)
         other = self.delegate_for(planes[0])
         if other is not None:  # a specialist does better on such images: hand them over

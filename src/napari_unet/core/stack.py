@@ -54,16 +54,10 @@ MIN_PLANES_3D = 8
 
 
 # ---- volumes -------------------------------------------------------------------------------
-def _default_diameter(segmenter, diameter):
-    if diameter is None and segmenter.loaded.meta.get("default_diameter") == "auto":
-        return "auto"
-    return diameter
-
-
 def _resolve_diameter(segmenter, volume, diameter, limits):
     """A number (or ``None`` = the model's scale) and a note, estimating ``"auto"``/0 on
     the middle plane."""
-    diameter = _default_diameter(segmenter, diameter)
+    diameter = segmenter.resolve_diameter(diameter)
     if diameter == "auto" or (diameter is not None and not isinstance(diameter, str) and float(diameter) == 0):
         d, note, _ = segmenter.auto_diameter(volume[volume.shape[0] // 2], limits)
         return d, note
@@ -327,7 +321,7 @@ def segment_stack(
         notes.append(f"time-lapse of {nt} frames" + ("; ids kept over time" if link else ""))
     semantic = np.zeros(movie.shape, np.uint8)
     per_frame = np.zeros(movie.shape, np.uint32)
-    diameter = _default_diameter(segmenter, diameter)
+    diameter = segmenter.resolve_diameter(diameter)
     for t in range(nt):
         frame = movie[t]
         limits = percentiles(frame, *segmenter.percentiles)
