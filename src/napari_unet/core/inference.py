@@ -197,7 +197,7 @@ class Segmenter:
         best of the four scales is refined: the crop is segmented once more at the scale
         that estimate asks for, where the cells have the model's size, and measured again
         (val F1 of the generalist, dsb2018: 0.782 -> 0.788; every 10th dsb2018/train image:
-        0.828 -> 0.839; bbbc039 unchanged; ``benchmarks/auto_diameter.py``).
+        0.828 -> 0.839; bbbc039 unchanged; ``napari-unet evaluate generalist``).
         """
         own = self.loaded.diameter
         if not own:
@@ -408,12 +408,9 @@ class Segmenter:
         if diameter in ("auto", 0):
             diameter, note, _ = self.auto_diameter(crop, limits)
             notes.append(note + " (from the centre of the image)")
-        semantic = np.zeros((h, w), np.uint8)
-        instances = np.zeros((h, w), np.uint32)
-        n = self.segment_blocks(plane, diameter, limits, progress, out=(semantic, instances))
-        if n < 2**16:
-            instances = instances.astype(np.uint16)
-        return Segmentation(semantic, instances, notes, diameter or self.loaded.image_diameter, None)
+        res = self.segment_plane(plane, diameter, limits, progress)  # larger than a block: blockwise
+        res.notes[:0] = notes
+        return res
 
     # ---- any image -------------------------------------------------------------------
     def segment(self, image: np.ndarray, diameter: float | str | None = None, rgb: bool | None = None, progress: Progress | None = None) -> Segmentation:
