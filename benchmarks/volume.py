@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=1 python -W ignore benchmarks/volume.py            # synthetic + StarDist volume
     python benchmarks/volume.py --seed 1 --shape 24 192 192 --anisotropy 3
+    python benchmarks/volume.py --methods orthogonal --no-stardist --shape 16 2048 2048 --n-max 4000 --max-voxels 0
+    python benchmarks/volume.py --methods orthogonal --no-stardist --shape 16 2048 2048 --n-max 4000   # in blocks
 
 Scores three ways to turn the XY network into 3D cells, on the same volume, in the same
 run (F1@0.5 and mean AP with 3D IoU; objects matched one-to-one, core.metrics):
@@ -17,6 +19,11 @@ z step 3x the XY pixel, so 7-10 planes across; blurred, Poisson and Gaussian noi
 StarDist's small 3D example volume (``tests/data/img3d.tif`` / ``mask3d.tif``: synthetic
 nuclei about 15 px across in XY and 7 planes deep; from the ``stardist`` package,
 BSD-3-Clause, Schmidt/Weigert et al.).
+
+Memory: the process's peak resident memory is printed at the end. ``orthogonal`` segments
+a volume of more than ``--max-voxels`` voxels (default: the library's
+``stack.MAX_VOXELS``; 0: never) in XY blocks at full depth; run the benchmark twice, as
+above, to compare the whole-volume and the blockwise peak on the same volume.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ def synthetic_volume(shape=(24, 192, 192), anisotropy: float = 3.0, diameters=(2
         d = rng.uniform(*diameters)
         r = d / 2
         c = np.array([rng.uniform(0.2 * r, depth - 0.2 * r), rng.uniform(0, ny), rng.uniform(0, nx)])
-        if any(np.linalg.norm(c - c2) < 0.8 * (r + r2) for c2, r2 in zip(centres, radii)):
+        if centres and np.any(np.linalg.norm(np.asarray(centres) - c, axis=1) < 0.8 * (r + np.asarray(radii))):
             continue
         centres.append(c)
         radii.append(r)
@@ -117,13 +124,16 @@ def score(pred, truth) -> dict:
     return res
 
 
-def run(seg, image, truth, anisotropy, diameter, methods):
-    from napari_unet.core.stack import segment_volume
+def run(seg, image, truth, anisotropy, diameter, methods, max_voxels=None):
+    from napari_unet.core.stack import MAX_VOXELS, segment_volume
 
+    if max_voxels is None:
+        max_voxels = MAX_VOXELS
     rows = {}
     for m in methods:
         t0 = time.perf_counter()
-        _, inst = segment_volume(seg, image, anisotropy=anisotropy, diameter=diameter, method=m)
+        _, inst = segment_volume(seg, image, anisotropy=anisotropy, diameter=diameter, method=m,
+                                 max_voxels=max_voxels or image.size + 1)
         dt = time.perf_counter() - t0
         rows[m] = score(inst, truth) | {"seconds": dt}
     return rows
@@ -145,6 +155,9 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=["planes", "stitch", "orthogonal"])
     p.add_argument("--diameter", type=float, default=None, help="cell diameter given to the network (default: the model's)")
     p.add_argument("--no-stardist", action="store_true")
+    p.add_argument("--n-max", type=int, default=150, help="most nuclei drawn (about 4000 fill 16 x 2048 x 2048)")
+    p.add_argument("--max-voxels", type=int, default=None,
+                   help="blockwise above this many voxels (default: the library's; 0: never)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = p.parse_args(argv)
 
@@ -155,8 +168,9 @@ def main(argv=None):
     from napari_unet.core.inference import Segmenter
 
     seg = Segmenter(args.model)
-    img, truth = synthetic_volume(tuple(args.shape), args.anisotropy, seed=args.seed)
-    rows = run(seg, img, truth, args.anisotropy, args.diameter, args.methods)
+    shape = tuple(args.shape)
+    img, truth = synthetic_volume(shape, args.anisotropy, seed=args.seed, n_max=args.n_max)
+    rows = run(seg, img, truth, args.anisotropy, args.diameter, args.methods, args.max_voxels)
     show(f"synthetic nuclei {tuple(args.shape)}, anisotropy {args.anisotropy:g}, seed {args.seed}, model {args.model}, "
          f"diameter {args.diameter or 'model'}", rows)
     if not args.no_stardist:
@@ -167,6 +181,9 @@ def main(argv=None):
             # nuclei ~15 px across in XY and ~7 planes deep: diameter 15, z step ~2 px
             rows = run(seg, sd[0], sd[1], 2.0, 15.0, args.methods)
             show(f"StarDist img3d.tif {sd[0].shape} (anisotropy 2, diameter 15)", rows)
+    import resource
+
+    print(f"\npeak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
 
 
 if __name__ == "__main__":

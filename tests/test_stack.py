@@ -243,6 +243,32 @@ def test_segment_volume_keeps_one_id_per_cell_through_the_planes(shipped_model):
     assert summarize([instance_scores(planes, truth)])["f1"] < 0.5
 
 
+def test_large_volume_is_segmented_in_blocks_with_cells_whole(shipped_model):
+    """A volume over ``max_voxels`` goes in XY blocks at full depth; a cell across a block
+    edge keeps one id, and the cells match the truth as the whole-volume path does."""
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.blocks import block_grid
+
+    torch.set_num_threads(1)
+    centres = [(14, 48, x) for x in (40, 100, 160, 220, 280)] + [(14, 48 + 22, 160)]
+    truth = balls((10, 112, 320), centres, [12] * 6, anisotropy=3.0)
+    rng = np.random.default_rng(1)
+    img = ndi.gaussian_filter((truth > 0).astype(np.float32), (0.7, 1.5, 1.5)) * 0.9 + 0.08
+    img = (rng.poisson(img * 80) + rng.normal(100, 3, img.shape)).astype(np.float32)
+    seg = Segmenter(shipped_model)
+    max_voxels = 10 * 200 * 200  # blocks of 160 px with an 80 px halo (cells of 24 px)
+    assert len(block_grid(112, 320, 160, 80)) == 2
+    _, blocked = segment_volume(seg, img, anisotropy=3.0, diameter=24, max_voxels=max_voxels)
+    _, whole = segment_volume(seg, img, anisotropy=3.0, diameter=24)
+    f1 = summarize([instance_scores(blocked, truth)])["f1"]
+    assert f1 >= 0.85 and f1 >= summarize([instance_scores(whole, truth)])["f1"] - 0.05
+    for i in (3, 6):  # the two balls across the block edge at x = 160
+        ids, counts = np.unique(blocked[truth == i], return_counts=True)
+        assert counts[ids > 0].max() >= 0.8 * counts.sum(), (i, dict(zip(ids, counts)))
+    assert len(np.unique(blocked)) - 1 == len(np.unique(whole)) - 1
+
+
 def test_segment_timelapse_links_drifting_nuclei(shipped_model):
     from scipy import ndimage as ndi
 

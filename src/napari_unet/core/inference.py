@@ -352,38 +352,18 @@ class Segmenter:
         m = self.model.multiple  # block origins on the pooling grid keep probabilities exact
         halo = -(-min(halo, B // 2) // m) * m
         B = -(-B // m) * m
-        ny, nx = -(-h // B), -(-w // B)
+        from .blocks import block_grid, paste_objects
+
+        blocks = block_grid(h, w, B, halo)
         next_id = 1
-        for k, (by, bx) in enumerate((i, j) for i in range(ny) for j in range(nx)):
-            y0, x0 = by * B, bx * B
-            y1, x1 = min(y0 + B, h), min(x0 + B, w)
-            Y0, X0 = max(0, y0 - halo), max(0, x0 - halo)
-            Y1, X1 = min(h, y1 + halo), min(w, x1 + halo)
-            probs = self.probabilities(np.asarray(plane[Y0:Y1, X0:X1]), diameter, limits)
+        for k, b in enumerate(blocks):
+            probs = self.probabilities(np.asarray(plane[b.read]), diameter, limits)
             sem, inst = self.postprocess(probs, diameter)
             del probs
-            semantic[y0:y1, x0:x1] = sem[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0]
-            n = int(inst.max())
-            if n:
-                from scipy import ndimage as ndi
-
-                slices = ndi.find_objects(inst)
-                lut = np.zeros(n + 1, np.uint32)
-                for i, sl in enumerate(slices, start=1):
-                    if sl is None:
-                        continue
-                    cy = Y0 + (sl[0].start + sl[0].stop - 1) / 2
-                    cx = X0 + (sl[1].start + sl[1].stop - 1) / 2
-                    if y0 <= cy < y1 and x0 <= cx < x1:
-                        lut[i] = next_id
-                        next_id += 1
-                new = lut[inst]
-                target = np.asarray(instances[Y0:Y1, X0:X1])
-                write = (new > 0) & (target == 0)
-                target[write] = new[write]
-                instances[Y0:Y1, X0:X1] = target  # a no-op for numpy (a view), the write for zarr
+            semantic[b.core] = sem[b.core_in_read]
+            next_id = paste_objects(inst, b, instances, next_id)
             if progress is not None:
-                progress((k + 1) / (ny * nx), f"block {k + 1}/{ny * nx}")
+                progress((k + 1) / len(blocks), f"block {k + 1}/{len(blocks)}")
         return next_id - 1
 
     def segment_lazy(self, plane, diameter: float | str | None = None, progress: Progress | None = None) -> Segmentation:

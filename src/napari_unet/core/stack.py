@@ -51,6 +51,10 @@ METHODS = ("orthogonal", "stitch", "planes")
 DEFAULT_METHOD = "orthogonal"
 #: Fewer planes than this are stitched plane to plane instead (``orthogonal`` needs depth).
 MIN_PLANES_3D = 8
+#: ``orthogonal`` segments a volume with more voxels than this in XY blocks at full depth
+#: (:func:`_orthogonal_blocks`): its working memory, about 20-50 bytes per voxel, stays
+#: under about 1 GB whatever the volume's size.
+MAX_VOXELS = 2**24
 
 
 # ---- volumes -------------------------------------------------------------------------------
@@ -131,6 +135,39 @@ def _volume_probs(segmenter, volume, diameter, limits, anisotropy, progress, axe
         bg /= 3
         inner /= 3
     return bg, inner
+
+
+def _orthogonal_blocks(segmenter, volume, a, diameter, limits, progress, max_voxels):
+    """``orthogonal`` on a large volume, in XY blocks at full depth with bounded memory.
+
+    Each block holds about ``max_voxels`` voxels with its halo of ``max(64, 3 x diameter)``
+    px (context for the network's XY, XZ and YZ views, and more than a cell, so every cell
+    lies whole in the block that holds its centre: :mod:`.blocks`).
+    """
+    from .blocks import block_grid, paste_objects
+
+    nz, h, w = volume.shape
+    d = float(diameter) if diameter else segmenter.loaded.image_diameter
+    m = segmenter.model.multiple
+    halo = -(-int(math.ceil(max(64.0, 3.0 * (d or 30.0)))) // m) * m
+    side = int(math.sqrt(max_voxels / nz))
+    size = -(-max(side - 2 * halo, 2 * halo) // m) * m
+    blocks = block_grid(h, w, size, halo)
+    post = segmenter.settings(diameter)
+    semantic = np.zeros(volume.shape, np.uint8)
+    instances = np.zeros(volume.shape, np.uint32)
+    next_id = 1
+    for k, b in enumerate(blocks):
+        def sub(f, msg, k=k):
+            if progress is not None:
+                progress((k + f) / len(blocks), f"block {k + 1}/{len(blocks)}: {msg}")
+
+        bg, inner = _volume_probs(segmenter, np.asarray(volume[(slice(None), *b.read)]), diameter, limits, a, sub)
+        sem, inst = instances_3d(bg, inner, post, a, d)
+        del bg, inner
+        semantic[(slice(None), *b.core)] = sem[(slice(None), *b.core_in_read)]
+        next_id = paste_objects(inst, b, instances, next_id)
+    return semantic, _finish(instances, next_id - 1)
 
 
 def min_volume(min_size: int, diameter: float | None, anisotropy: float) -> int:
@@ -226,6 +263,7 @@ def segment_volume(
     method: str = DEFAULT_METHOD,
     stitch_iou: float = STITCH_IOU,
     limits: tuple[float, float] | None = None,
+    max_voxels: int = MAX_VOXELS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Semantic (uint8, 1 = cell) and instance labels (uint16/uint32, one id per cell
     through the volume) of a ``(Z, Y, X)`` volume, both ``(Z, Y, X)``.
@@ -242,7 +280,9 @@ def segment_volume(
     all planes, so all are normalised alike).
 
     ``orthogonal`` runs the network on about ``1 + 2 x anisotropy`` times as many pixels
-    as ``stitch`` and holds two float32 volumes; both hold the labels.
+    as ``stitch`` and holds two float32 volumes; both hold the labels. A volume of more
+    than ``max_voxels`` voxels is segmented in XY blocks at full depth, each with a halo
+    of context, and its cells stitched (:func:`_orthogonal_blocks`).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -260,6 +300,8 @@ def segment_volume(
         limits = percentiles(volume, *segmenter.percentiles)
     diameter, _note = _resolve_diameter(segmenter, volume, diameter, limits)
     if method == "orthogonal":
+        if volume.size > max_voxels:
+            return _orthogonal_blocks(segmenter, volume, a, diameter, limits, progress, max_voxels)
         bg, inner = _volume_probs(segmenter, volume, diameter, limits, a, progress)
         d = float(diameter) if diameter else segmenter.loaded.image_diameter
         return instances_3d(bg, inner, segmenter.settings(diameter), a, d)
