@@ -116,3 +116,51 @@ def test_every_preset_trains_and_segments(preset, tmp_path):
                  "--batch", "1", "--patch", "128", "--val-every", "2", "--threads", "2"]) == 0
     res = Segmenter(str(out), precision="fp32").segment(img[:77, :101])
     assert res.semantic.shape == res.instances.shape == (77, 101)
+
+
+def test_distance_head_trains_and_seeds_touching_discs(tmp_path):
+    """The distance-head alternative to the 3-class output: targets, the training loss,
+    the predicted map in [0, 1] beside class probabilities, and seeds from its peaks."""
+    from napari_unet.core.losses import distance_targets
+    from napari_unet.core.model import with_distance_head
+    from napari_unet.core.postprocess import instances_from_probs
+    from napari_unet.core.tiling import predict_batch
+
+    lab = discs()
+    d = distance_targets(lab)
+    assert d[lab == 0].max() == 0 and 0 < d[lab > 0].min() and d.max() == pytest.approx(1.0)
+    for i in (1, 2, 3):  # each cell peaks at 1 near its own centre
+        assert d[lab == i].max() == pytest.approx(1.0)
+    assert d[40, 40] > 0.9 and d[40, 51] < 0.3  # centre vs the neck between the touching discs
+
+    # seeds from the map: the two touching discs come apart (one seed region alone would not)
+    probs = np.stack([(lab == 0).astype(np.float32), (lab > 0) * 0.9, (lab > 0) * 0.1, d]).astype(np.float32)
+    _, inst = instances_from_probs(probs, distance_depth=0.2, min_size=10)
+    assert inst.max() == 3 and inst[40, 40] != inst[40, 62]
+    for i in (1, 2, 3):
+        ids, counts = np.unique(inst[lab == i], return_counts=True)
+        assert counts.max() >= 0.95 * counts.sum(), (i, dict(zip(ids, counts)))
+    _, one_seed_each_region = instances_from_probs(probs[:3], seed_threshold=0.5, min_size=10)
+    assert one_seed_each_region.max() == 2
+
+    torch.manual_seed(0)
+    base = build_model("small")
+    net = with_distance_head(base)
+    assert net.config.out_channels == 4 and net.config.regression == 1 and net.config.classes == 3
+    x = torch.randn(1, 1, 32, 32)
+    base.eval(), net.eval()
+    with torch.no_grad():
+        assert torch.allclose(net(x)[:, :3], base(x), atol=1e-5)  # the classes keep their weights
+    img = (lab > 0).astype(np.float32) + 0.1 * np.random.default_rng(0).standard_normal(lab.shape).astype(np.float32)
+    smp = Sample(img, instances=lab)
+    conf = TrainConfig(patch=32, batch=2, steps=3, val_every=3, warmup=1, lr=1e-2, loss="distance")
+    trainer = Trainer(net, [smp], [], conf, device="cpu")
+    history = list(trainer.run())
+    assert trainer.step == 3 and all(np.isfinite(p.loss) for p in history)
+    net.eval()
+    p = predict_batch(net, img[None, None, :32, :32])
+    assert p.shape == (1, 4, 32, 32)
+    np.testing.assert_allclose(p[0, :3].sum(axis=0), 1.0, atol=1e-5)
+    assert 0 <= p[0, 3].min() and p[0, 3].max() <= 1
+    with pytest.raises(ValueError, match="distance head"):
+        Trainer(build_model("small"), [smp], [], conf)

@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="invert images with a bright background (brightfield, stained tissue) so objects are bright; recorded in the model")
     t.add_argument("--scale-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="scale augmentation range (default 0.8 1.25)")
-    t.add_argument("--loss", choices=["boundary", "weightmap"], default="boundary")
+    t.add_argument("--loss", choices=["boundary", "weightmap", "distance"], default="boundary",
+                   help="boundary: 3 classes; weightmap: + the U-Net paper's border weights; "
+                        "distance: + a distance-to-edge head (seeds from its peaks)")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate and keep a moving average of the weights with this decay per step (e.g. 0.995; default off)")
@@ -156,6 +158,10 @@ def cmd_train(args) -> int:
         model = load_model(args.base).model
     else:
         model = build_model(args.preset)
+    if args.loss == "distance" and model.config.regression == 0:
+        from .core.model import with_distance_head
+
+        model = with_distance_head(model)
     cfg = TrainConfig(
         patch=args.patch, batch=args.batch, lr=args.lr, steps=args.steps,
         time_budget=args.time_budget, val_every=args.val_every, seed=args.seed, loss=args.loss, ema=args.ema,

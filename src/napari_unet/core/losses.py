@@ -25,7 +25,7 @@ from skimage.segmentation import find_boundaries
 __all__ = [
     "IGNORE", "BACKGROUND", "INTERIOR", "BOUNDARY", "CELL",
     "targets_from_instances", "targets_from_annotation", "annotation_kind",
-    "border_weight_map", "masked_cross_entropy",
+    "border_weight_map", "masked_cross_entropy", "distance_targets", "distance_loss",
 ]
 
 IGNORE, BACKGROUND, INTERIOR, BOUNDARY, CELL = 0, 1, 2, 3, 4
@@ -137,3 +137,32 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: tor
     if weight is not None:
         w = w * weight
     return (loss * w).sum() / w.sum().clamp_min(1.0)
+
+
+def distance_targets(labels: np.ndarray) -> np.ndarray:
+    """Each cell's distance to its own edge, divided by its largest (``float32``, 1 at a
+    cell's centre, falling to 0 at its edge and on the background): the target of a
+    distance head, as StarDist's object probability. Touching cells are kept apart by
+    their boundary pixels (:func:`targets_from_instances`)."""
+    labels = np.asarray(labels)
+    cells = labels > 0
+    if not cells.any():
+        return np.zeros(labels.shape, np.float32)
+    inner = cells & ~find_boundaries(labels, mode="inner")
+    dist = ndi.distance_transform_edt(inner).astype(np.float32) + cells  # boundary pixels: 1
+    top = ndi.maximum(dist, labels, np.arange(int(labels.max()) + 1)).astype(np.float32)
+    top[top == 0] = 1.0
+    out = dist / top[labels]
+    out[~cells] = 0.0
+    return out
+
+
+def distance_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of a distance head's logits ``(B, H, W)`` against the soft
+    targets of :func:`distance_targets` ``(B, H, W)`` (as StarDist's object probability),
+    over the pixels where the target is known (not NaN)."""
+    known = torch.isfinite(target)
+    if not bool(known.any()):
+        return pred.sum() * 0.0
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(pred.float(), torch.nan_to_num(target), reduction="none")
+    return (bce * known).sum() / known.sum()

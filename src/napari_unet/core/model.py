@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-__all__ = ["UNetConfig", "UNet", "PRESETS", "build_model", "fold_batchnorm"]
+__all__ = ["UNetConfig", "UNet", "PRESETS", "build_model", "fold_batchnorm", "with_distance_head"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class UNetConfig:
     base_channels: int = 16
     padding: str = "same"  # "same" or "valid"
     norm: str = "batch"  # "batch" or "none"
+    regression: int = 0  # the last outputs that are regressed values in [0, 1] (sigmoid), not classes
 
     def __post_init__(self):
         if self.padding not in ("same", "valid"):
@@ -39,6 +40,13 @@ class UNetConfig:
             raise ValueError("channel counts must be positive")
         if self.base_channels > 128 or self.in_channels > 16 or self.out_channels > 16:
             raise ValueError("channel counts are implausibly large (base <= 128, in/out <= 16)")
+        if not 0 <= self.regression < self.out_channels:
+            raise ValueError(f"regression outputs must be fewer than the outputs, got {self.regression} of {self.out_channels}")
+
+    @property
+    def classes(self) -> int:
+        """The number of class outputs (softmax), before the regression outputs."""
+        return self.out_channels - self.regression
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -202,3 +210,21 @@ def build_model(config: UNetConfig | dict | str | None = None) -> UNet:
     elif isinstance(config, dict):
         config = UNetConfig(**config)
     return UNet(config)
+
+
+def with_distance_head(model: UNet) -> UNet:
+    """A copy of ``model`` with one more output, a distance head (a regressed value in
+    [0, 1], :func:`.losses.distance_targets`), after its classes; the class outputs keep
+    their weights and the new output starts at zero."""
+    import dataclasses
+
+    c = model.config
+    out = UNet(dataclasses.replace(c, out_channels=c.out_channels + 1, regression=c.regression + 1))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    out.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        out.head.weight.zero_()
+        out.head.bias.zero_()
+        out.head.weight[: c.out_channels] = model.head.weight
+        out.head.bias[: c.out_channels] = model.head.bias
+    return out

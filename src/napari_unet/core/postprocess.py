@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # model metadata keys that set the post-processing (kept when a model is fine-tuned)
-POSTPROCESS_KEYS = ("threshold", "seed_threshold", "seed_spacing", "seed_depth", "min_size")
+POSTPROCESS_KEYS = ("threshold", "seed_threshold", "seed_spacing", "seed_depth", "min_size", "distance_seed_depth")
 
 
 def labels_dtype(n: int):
@@ -105,6 +105,7 @@ def instances_from_probs(
     min_distance: int | None = None,
     max_hole: int = 0,
     depth: float | None = None,
+    distance_depth: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Semantic (uint8) and instance (uint16/uint32) labels from ``(3, H, W)`` probabilities.
 
@@ -128,6 +129,12 @@ def instances_from_probs(
     are the same, bit for bit, as those of the former region-by-region implementation
     (:func:`_instances_from_probs_reference`), 2-2.5x faster on 2048 x 2048 frames with
     distance seeds. The watershed (scikit-image) is unchanged and now most of the time.
+
+    A model with a distance head (a fourth channel: each cell's distance to its edge over
+    its largest, :func:`.losses.distance_targets`) can be seeded from it instead:
+    ``distance_depth`` (a fraction, e.g. 0.2) takes the h-maxima of that smoothed map in
+    the cell mask as seeds and grows them down its slopes (as StarDist's object
+    probability and Cellpose's flows answer the same question).
     """
     if probs.ndim != 3 or probs.shape[0] < 2:
         raise ValueError(f"expected (C>=2, H, W) probabilities, got shape {probs.shape}")
@@ -138,6 +145,8 @@ def instances_from_probs(
     if probs.shape[0] == 2:
         labels, _ = ndi.label(mask)
         return semantic, remove_small(labels, min_size)
+    if distance_depth and probs.shape[0] >= 4:
+        return semantic, _distance_head_instances(probs[3], mask, float(distance_depth), min_size)
     inner = (probs[1] > seed_threshold) & mask
     if depth or min_distance:
         comp, _ = ndi.label(inner)
@@ -163,6 +172,18 @@ def instances_from_probs(
         missed = rest > 0
         labels[missed] = rest[missed] + offset
     return semantic, remove_small(labels, min_size)
+
+
+def _distance_head_instances(head: np.ndarray, mask: np.ndarray, depth: float, min_size: int) -> np.ndarray:
+    """Instances from a distance head's map: its h-maxima (``depth``) in each region of
+    ``mask`` are the seeds, grown by a watershed down the map over the mask."""
+    comp, _ = ndi.label(mask)
+    flat = np.flatnonzero(mask)
+    dist = ndi.gaussian_filter(head.astype(np.float32), 1.0) + np.float32(1e-3)  # > 0 in the regions
+    dist[~mask] = 0
+    seeds = _deep_peaks(dist, comp, depth, flat)
+    labels = watershed(-dist, markers=seeds, mask=mask)
+    return remove_small(labels, min_size)
 
 
 def _instances_from_probs_reference(probs, threshold=0.5, seed_threshold=0.5, min_size=15, min_distance=None,
@@ -216,6 +237,7 @@ class Postprocess:
     min_distance: int | None = None
     max_hole: int = 0
     depth: float | None = None
+    distance_depth: float | None = None  # seeds from a distance head (see instances_from_probs)
 
     @classmethod
     def for_model(cls, meta: dict, diameter: float | None, scale: float = 1.0, fill_holes: bool = True) -> Postprocess:
@@ -238,11 +260,13 @@ class Postprocess:
             min_distance=seed_spacing(diameter, meta.get("seed_spacing", 0.4)),
             max_hole=hole_area(diameter) if fill_holes else 0,
             depth=seed_depth(diameter, meta.get("seed_depth")),
+            distance_depth=float(meta["distance_seed_depth"]) if meta.get("distance_seed_depth") else None,
         )
 
     def __call__(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Semantic and instance labels (see :func:`instances_from_probs`)."""
-        return instances_from_probs(probs, self.threshold, self.seed_threshold, self.min_size, self.min_distance, self.max_hole, self.depth)
+        return instances_from_probs(probs, self.threshold, self.seed_threshold, self.min_size, self.min_distance,
+                                    self.max_hole, self.depth, self.distance_depth)
 
 
 def prior_shift_threshold(p_cell: np.ndarray, train_prior: float = 0.5, iters: int = 200, bounds=(0.1, 0.9),

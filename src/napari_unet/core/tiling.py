@@ -191,7 +191,8 @@ def _fit_valid(net, x):
 
 
 def predict_batch(net, batch: np.ndarray, bf16: bool = False, channels_last: bool = False) -> np.ndarray:
-    """Softmax probabilities ``(N, K, h, w)`` of a normalised batch ``(N, C, h, w)``, for
+    """Softmax probabilities ``(N, K, h, w)`` of a normalised batch ``(N, C, h, w)`` (then
+    the sigmoid of any regression outputs, ``net.config.regression``), for
     padded and unpadded networks alike (an unpadded one gets the tile mirrored to a valid
     size and its output placed back). ``net`` must be in eval mode."""
     import torch
@@ -206,7 +207,10 @@ def predict_batch(net, batch: np.ndarray, bf16: bool = False, channels_last: boo
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = net(x)
-        probs = torch.softmax(logits.float(), dim=1)
+        k = getattr(net.config, "classes", logits.shape[1])
+        probs = torch.softmax(logits[:, :k].float(), dim=1)
+        if k < logits.shape[1]:  # regression outputs (e.g. a distance head): values in [0, 1]
+            probs = torch.cat([probs, torch.sigmoid(logits[:, k:].float())], dim=1)
         if place is not None:
             probs = place(probs)
         return probs.cpu().numpy()

@@ -31,6 +31,8 @@ from .losses import (
     INTERIOR,
     annotation_kind,
     border_weight_map,
+    distance_loss,
+    distance_targets,
     masked_cross_entropy,
     targets_from_annotation,
     targets_from_instances,
@@ -88,7 +90,7 @@ class TrainConfig:
     val_every: int = 100  # steps between validations
     val_every_s: float | None = None  # or seconds between validations (whichever first)
     seed: int = 0
-    loss: str = "boundary"  # "boundary" (3-class) or "weightmap" (+ paper's border weights)
+    loss: str = "boundary"  # "boundary" (3-class), "weightmap" (+ paper's border weights) or "distance" (+ a distance head)
     precision: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     freeze_norm: bool = False
@@ -139,8 +141,10 @@ class Trainer:
         self._ema_resume: dict | None = None  # a resumed run's average (see checkpoint)
         if not 0.0 <= self.cfg.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.cfg.ema}")
-        if self.cfg.loss not in ("boundary", "weightmap"):
-            raise ValueError(f"loss must be 'boundary' or 'weightmap', got {self.cfg.loss!r}")
+        if self.cfg.loss not in ("boundary", "weightmap", "distance"):
+            raise ValueError(f"loss must be 'boundary', 'weightmap' or 'distance', got {self.cfg.loss!r}")
+        if (self.cfg.loss == "distance") != (model.config.regression == 1):
+            raise ValueError("the 'distance' loss needs a model with one regression output (a distance head), and only it")
 
     def eval_model(self) -> UNet:
         """The weights to validate, preview and keep: the moving average with ``ema`` > 0
@@ -176,7 +180,7 @@ class Trainer:
         # an unpadded network's output is the centre of its input: targets are cropped to it
         size, out = valid_patch(self.model, cfg.patch)
         c = slice((size - out) // 2, (size - out) // 2 + out)
-        imgs, tgts, wts = [], [], []
+        imgs, tgts, wts, dists = [], [], [], []
         for _ in range(cfg.batch):
             s = self.train[rng.choice(len(self.train), p=self._p)]
             if s.instances is not None:
@@ -184,15 +188,22 @@ class Trainer:
                 tgt = targets_from_instances(inst)
                 if cfg.loss == "weightmap":
                     wts.append(border_weight_map(inst)[c, c])
+                elif cfg.loss == "distance":
+                    dists.append(distance_targets(inst)[c, c])
             else:
                 img, tgt = sample_patch(s.image, s.codes, size, rng, cfg.augment, s.labeled_indices())
                 if cfg.loss == "weightmap":
                     wts.append(np.ones((out, out), np.float32))
+                elif cfg.loss == "distance":  # strokes: 0 on "not cell", unknown elsewhere
+                    d = np.where(tgt == BACKGROUND, 0.0, np.nan).astype(np.float32)
+                    dists.append(d[c, c])
             imgs.append(augment_intensity(img, rng, cfg.augment))
             tgts.append(tgt[c, c])
         x = torch.from_numpy(np.stack(imgs))
         y = torch.from_numpy(np.stack(tgts).astype(np.int64))
         w = torch.from_numpy(np.stack(wts)) if wts else None
+        if dists:  # the distance head's targets
+            return x, y, w, torch.from_numpy(np.stack(dists))
         return x, y, w
 
     # ---- loop ------------------------------------------------------------------------
@@ -238,11 +249,15 @@ class Trainer:
             frac_time = elapsed / cfg.time_budget if cfg.time_budget else 0.0
             for g in opt.param_groups:
                 g["lr"] = lr_at(self.step, frac_time)
-            x, y, w = self._batch(rng)
+            batch = self._batch(rng)
+            x, y, w = batch[:3]
             x, y = x.to(self.device), y.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 logits = model(x)
-            loss = masked_cross_entropy(logits, y, None if w is None else w.to(self.device))
+            k = model.config.classes
+            loss = masked_cross_entropy(logits[:, :k], y, None if w is None else w.to(self.device))
+            if len(batch) > 3:  # a distance head beside the classes
+                loss = loss + distance_loss(logits[:, k], batch[3].to(self.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
