@@ -138,3 +138,24 @@ def test_threshold_and_min_size_override_the_model_and_reapply_without_the_netwo
     for bad in ({"threshold": 1.0}, {"threshold": 0}, {"min_size": -3}):
         with pytest.raises(ValueError):
             Segmenter(shipped_model, **bad)
+
+
+def test_colour_images_on_a_bright_background_go_to_the_colour_model(tmp_path, tiny_model):
+    """A model naming a ``colour_model`` hands it stained tissue (colour, bright
+    background), and only that: not a grayscale image, not colour fluorescence."""
+    tiny = load_model(tiny_model)
+    main = tmp_path / "main.pt"
+    save_model(main, tiny.model, {**tiny.meta, "name": "main", "colour_model": str(tiny_model)})
+    seg = Segmenter(str(main), precision="fp32")
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 60, (64, 80, 3)).astype(np.uint8)  # fluorescence in colour
+    dark[20:40, 20:40, 1] = 220
+    stained = 255 - dark  # a bright background with dark objects
+    routed = [n for n in seg.segment(stained).notes if "'tiny' model" in n]
+    assert routed, seg.segment(stained).notes
+    for image in (dark, stained.mean(axis=-1)):
+        assert not any("'tiny' model" in n for n in seg.segment(image).notes)
+    # the specialist is loaded once and follows the user's overrides
+    seg.threshold = 0.7
+    assert seg.delegate_for(stained.min(axis=-1).astype(np.float32), colour=True).threshold == 0.7
+    assert seg.delegate_for(stained.min(axis=-1).astype(np.float32), colour=True) is seg._specialist(str(tiny_model))

@@ -281,29 +281,42 @@ class Segmenter:
             return "auto"
         return diameter
 
-    def delegate_for(self, plane: np.ndarray) -> Segmenter | None:
+    def delegate_for(self, plane: np.ndarray, colour: bool = False) -> Segmenter | None:
         """The specialist to hand ``plane`` to, or ``None``.
 
-        A model file may carry a gate (``delegate``: a linear classifier of the network's
-        bottleneck features, fitted by ``scripts/fit_gate.py``) that recognises the images
-        of a specialist model, e.g. phase-contrast whole cells for ``cells``; above its
-        margin such images go to that model. Costs one small forward pass.
+        A model file may name a specialist for stained tissue (``colour_model``): a
+        ``colour`` image (``plane`` is its one-channel conversion) on a bright background
+        goes to it. It may also carry a gate (``delegate``: a linear classifier of the
+        network's bottleneck features, fitted by ``scripts/fit_gate.py``) that recognises
+        the images of a specialist model, e.g. phase-contrast whole cells for ``cells``;
+        above its margin such images go to that model. The gate costs one small forward pass.
         """
+        if plane.size == 0:
+            return None
+        tissue = self.loaded.meta.get("colour_model")
+        if colour and tissue:
+            from .normalize import bright_background
+
+            if bright_background(plane):
+                return self._specialist(str(tissue))
         gate = self.loaded.meta.get("delegate")
-        if not gate or plane.size == 0:
+        if not gate:
             return None
         from .size import style_score
 
         x = normalize(plane, *self.percentiles)
         if style_score(self.model, gate, x) <= float(gate.get("margin", 0.5)):
             return None
-        key = gate["model"]
-        if getattr(self, "_delegate", None) is None or self._delegate[0] != key:
-            seg = Segmenter(key, precision=self.precision, tile=self.tile, block=self.block, batch_size=self.batch_size,
-                            device=str(self.device), fill_holes=self.fill_holes, threshold=self.threshold,
-                            min_size=self.min_size, keep_probs=False)
-            self._delegate = (key, seg)
-        seg = self._delegate[1]
+        return self._specialist(gate["model"])
+
+    def _specialist(self, key: str) -> Segmenter:
+        """A Segmenter of model ``key`` with this one's settings (kept for the next call)."""
+        cache = self.__dict__.setdefault("_specialists", {})
+        if key not in cache:
+            cache[key] = Segmenter(key, precision=self.precision, tile=self.tile, block=self.block,
+                                   batch_size=self.batch_size, device=str(self.device), fill_holes=self.fill_holes,
+                                   threshold=self.threshold, min_size=self.min_size, keep_probs=False)
+        seg = cache[key]
         seg.threshold, seg.min_size = self.threshold, self.min_size  # the user's overrides follow
         return seg
 
@@ -402,7 +415,7 @@ class Segmenter:
         asked = diameter
         diameter = self.resolve_diameter(diameter)
         planes, notes, out_shape = as_planes(image, rgb)
-        other = self.delegate_for(planes[0])
+        other = self.delegate_for(planes[0], colour=out_shape != image.shape)
         if other is not None:  # a specialist does better on such images: hand them over
             res = other.segment(image, asked, rgb, progress)
             res.notes.insert(0, f"looks like the images of the {other.loaded.name!r} model: segmented with it")

@@ -136,9 +136,12 @@ def list_models() -> list[ModelInfo]:
 #: What each shipped model is for (the Model picker's tooltip; details in its card).
 DESCRIPTIONS = {
     "generalist": "Nuclei of many kinds (fluorescence, brightfield, stained tissue in colour) and phase-contrast "
-                  "cells; measures the cell size in each image. Trained on DSB 2018, BBBC039 and Usiigaci.",
+                  "cells; measures the cell size in each image and hands phase contrast to `cells`, stained "
+                  "tissue to `tissue`. Trained on DSB 2018, BBBC039 and Usiigaci.",
     "nuclei": "Fluorescence nuclei about 28 px across (BBBC039, U2OS Hoechst, 20x).",
     "cells": "Whole cells in phase contrast about 44 px across (Usiigaci, T98G, 10x).",
+    "tissue": "Nuclei in stained tissue, colour images (H&E-like; DSB 2018); the generalist hands it "
+              "such images by itself.",
 }
 
 
