@@ -58,14 +58,17 @@ _ARCH_WRAPPER = f'''
 # ---- added by napari-unet's bioimage.io export ----------------------------------------
 class {ARCH_CALLABLE}(UNet):
     """napari-unet's U-Net followed by a softmax over the classes: the outputs are class
-    probabilities. The kwargs are the fields of ``UNetConfig``; the state_dict keys are
-    those of ``UNet``."""
+    probabilities (then any regression output, e.g. a distance head, through a sigmoid).
+    The kwargs are the fields of ``UNetConfig``; the state_dict keys are those of ``UNet``."""
 
     def __init__(self, **kwargs):
         super().__init__(UNetConfig(**kwargs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(super().forward(x), dim=1)
+        y = super().forward(x)
+        k = self.config.out_channels - self.config.regression
+        p = torch.softmax(y[:, :k], dim=1)
+        return torch.cat([p, torch.sigmoid(y[:, k:])], dim=1) if k < y.shape[1] else p
 '''
 
 

@@ -30,9 +30,12 @@ def _prob_net(net):
         def __init__(self, unet):
             super().__init__()
             self.unet = unet
+            self.k = unet.config.classes  # then regression outputs (a distance head): sigmoid
 
         def forward(self, x):
-            return torch.softmax(self.unet(x), dim=1)
+            y = self.unet(x)
+            p = torch.softmax(y[:, : self.k], dim=1)
+            return torch.cat([p, torch.sigmoid(y[:, self.k :])], dim=1) if self.k < y.shape[1] else p
 
     return Probabilities(net).eval()
 
