@@ -20,10 +20,11 @@ StarDist's small 3D example volume (``tests/data/img3d.tif`` / ``mask3d.tif``: s
 nuclei about 15 px across in XY and 7 planes deep; from the ``stardist`` package,
 BSD-3-Clause, Schmidt/Weigert et al.).
 
-Memory: the process's peak resident memory is printed at the end. ``orthogonal`` segments
-a volume of more than ``--max-voxels`` voxels (default: the library's
-``stack.MAX_VOXELS``; 0: never) in XY blocks at full depth; run the benchmark twice, as
-above, to compare the whole-volume and the blockwise peak on the same volume.
+Memory: each method's peak resident memory while it segments is printed (Linux: the
+process's peak is reset before each, ``/proc/self/clear_refs``; it includes the volume
+itself). ``orthogonal`` segments a volume of more than ``--max-voxels`` voxels (default:
+the library's ``stack.MAX_VOXELS``; 0: never) in XY blocks at full depth; run the
+benchmark twice, as above, to compare the whole-volume and the blockwise peak.
 """
 
 from __future__ import annotations
@@ -131,19 +132,41 @@ def run(seg, image, truth, anisotropy, diameter, methods, max_voxels=None):
         max_voxels = MAX_VOXELS
     rows = {}
     for m in methods:
+        _reset_peak()
         t0 = time.perf_counter()
         _, inst = segment_volume(seg, image, anisotropy=anisotropy, diameter=diameter, method=m,
                                  max_voxels=max_voxels or image.size + 1)
         dt = time.perf_counter() - t0
-        rows[m] = score(inst, truth) | {"seconds": dt}
+        rows[m] = score(inst, truth) | {"seconds": dt, "peak_gb": _peak_gb()}
     return rows
+
+
+def _reset_peak() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # peak resident memory := current (Linux)
+    except OSError:
+        pass
+
+
+def _peak_gb() -> float:
+    import re
+
+    try:
+        return int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1e6
+    except (OSError, AttributeError):
+        return float("nan")
 
 
 def show(title, rows):
     print(f"\n{title}")
-    print(f"{'method':<12} {'cells':>6} {'true':>5} {'precision':>9} {'recall':>7} {'F1@0.5':>7} {'mean AP':>8} {'s':>6}")
+    print(f"{'method':<12} {'cells':>6} {'true':>5} {'precision':>9} {'recall':>7} {'F1@0.5':>7} {'mean AP':>8} {'s':>6} {'peak GB':>8}")
     for m, r in rows.items():
-        print(f"{m:<12} {r['n_pred']:>6} {r['n_true']:>5} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['f1']:>7.3f} {r['mean_ap']:>8.3f} {r['seconds']:>6.1f}")
+        print(f"{m:<12} {r['n_pred']:>6} {r['n_true']:>5} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['f1']:>7.3f} "
+              f"{r['mean_ap']:>8.3f} {r['seconds']:>6.1f} {r['peak_gb']:>8.2f}")
 
 
 def main(argv=None):
@@ -181,9 +204,6 @@ def main(argv=None):
             # nuclei ~15 px across in XY and ~7 planes deep: diameter 15, z step ~2 px
             rows = run(seg, sd[0], sd[1], 2.0, 15.0, args.methods)
             show(f"StarDist img3d.tif {sd[0].shape} (anisotropy 2, diameter 15)", rows)
-    import resource
-
-    print(f"\npeak resident memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
 
 
 if __name__ == "__main__":

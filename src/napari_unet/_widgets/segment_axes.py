@@ -177,9 +177,11 @@ class AxesMixin:
         if "Z" in axes:
             a, src = self._anisotropy_value()
             vol = f"{shape['Z']} planes, anisotropy {a:.3g} ({src})"
-            from ..core.stack import MIN_PLANES_3D
+            from ..core.stack import MAX_VOXELS, MIN_PLANES_3D
 
             how = "3D instances" if shape["Z"] >= MIN_PLANES_3D else "3D instances linked plane to plane (few planes)"
+            if shape["Z"] >= MIN_PLANES_3D and shape["Z"] * shape["Y"] * shape["X"] > MAX_VOXELS:
+                how += " (in XY blocks at full depth: a large volume)"
             if "T" in axes:
                 parts.append(f"time-lapse of {shape['T']} 3D volumes, {vol}, {how}, ids kept over time")
             else:
@@ -187,7 +189,7 @@ class AxesMixin:
         elif "T" in axes:
             parts.append(f"time-lapse, {shape['T']} frames, ids kept over time")
         elif "S" in axes:
-            parts.append("RGB image, segmented as one grayscale channel")
+            parts.append("RGB image, segmented as one grayscale channel (the generalist hands stained tissue to `tissue`)")
         else:
             parts.append(f"2D image, {shape['Y']} x {shape['X']} px")
         if "C" in axes:
