@@ -77,5 +77,5 @@ if [ "$which" = tissue ] || [ "$which" = all ]; then
     --description "Nuclei in stained tissue, colour (H&E-like) images of DSB 2018" \
     --diameter 22 --rescale image --invert-bright --scale-range 0.7 1.4 \
     --steps 700 --val-every 100 --val-fraction 0.05 --ema 0.995 --seed 0 --threads 2 | tee runs/tissue.log
-  ship tissue tissue '{"seed_threshold": 0.5, "seed_spacing": 0, "seed_depth": 0.05, "min_size": 40}'
+  ship tissue tissue '{"seed_threshold": 0.5, "seed_spacing": 0, "seed_depth": 0.05, "min_size": 40, "image_diameter": null}'
 fi

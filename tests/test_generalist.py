@@ -16,8 +16,9 @@ from napari_unet.core.metrics import instance_scores, summarize
 DSB = ["356d9903d160", "4c465a54e329", "193ffaa5272d", "5bda829acd82", "ad473063dab4"]
 SIZE_IMAGES = [("dsb2018", n) for n in DSB] + [("bbbc039", "IXMtest_A15_s5")]
 # floors about 0.1 below what the shipped model scores on these images (measured:
-# dsb2018 pooled 0.80, the colour one 0.51, bbbc039 0.96, usiigaci 0.85 via the cells gate)
-F1_DSB, F1_COLOUR, F1_BBBC, F1_USIIGACI = 0.70, 0.40, 0.88, 0.75
+# dsb2018 pooled 0.80, the colour one 0.59 via the tissue specialist (0.51 without),
+# bbbc039 0.96, usiigaci 0.85 via the cells gate)
+F1_DSB, F1_COLOUR, F1_BBBC, F1_USIIGACI = 0.70, 0.48, 0.88, 0.75
 # the estimate (four scales) is within 25 % on 4 of these 6 (off on a dense and a colour image)
 MIN_WITHIN = 4
 
@@ -62,6 +63,7 @@ def test_colour_tissue_is_segmented_from_its_colour(seg, data_dir):
     assert img.ndim == 3 and img.shape[-1] == 3
     res = seg.segment(img)
     assert any("RGB" in n for n in res.notes)
+    assert any("stained tissue in colour: segmented with the 'tissue' model" in n for n in res.notes), res.notes
     assert summarize([instance_scores(res.instances, truth)])["f1"] >= F1_COLOUR
 
 

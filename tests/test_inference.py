@@ -151,7 +151,7 @@ def test_colour_images_on_a_bright_background_go_to_the_colour_model(tmp_path, t
     dark = rng.integers(0, 60, (64, 80, 3)).astype(np.uint8)  # fluorescence in colour
     dark[20:40, 20:40, 1] = 220
     stained = 255 - dark  # a bright background with dark objects
-    routed = [n for n in seg.segment(stained).notes if "'tiny' model" in n]
+    routed = [n for n in seg.segment(stained).notes if "stained tissue in colour: segmented with the 'tiny' model" in n]
     assert routed, seg.segment(stained).notes
     for image in (dark, stained.mean(axis=-1)):
         assert not any("'tiny' model" in n for n in seg.segment(image).notes)

@@ -22,7 +22,7 @@ def wheel(tmp_path_factory):
 
 def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for model in ("nuclei", "cells", "generalist"):
+    for model in ("nuclei", "cells", "generalist", "tissue"):
         assert f"napari_unet/weights/{model}.pt" in names and f"napari_unet/weights/{model}.md" in names
     assert "napari_unet/napari.yaml" in names
     assert {"napari_unet/sample_data/nuclei_bbbc039.tif", "napari_unet/sample_data/phase_usiigaci.tif"} <= names

@@ -11,8 +11,8 @@ from napari_unet.core.models import list_models, load_model, shipped_dir
 SHIPPED = sorted(m.name for m in list_models() if m.source == "shipped")
 
 
-def test_the_three_models_are_shipped():
-    assert {"nuclei", "cells", "generalist"} <= set(SHIPPED)
+def test_the_four_models_are_shipped():
+    assert {"nuclei", "cells", "generalist", "tissue"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -189,7 +189,7 @@ class AxesMixin:
         elif "T" in axes:
             parts.append(f"time-lapse, {shape['T']} frames, ids kept over time")
         elif "S" in axes:
-            parts.append("RGB image, segmented as one grayscale channel (the generalist hands stained tissue to `tissue`)")
+            parts.append("RGB image, segmented as one grayscale channel (the generalist hands stained tissue to its 'tissue' model)")
         else:
             parts.append(f"2D image, {shape['Y']} x {shape['X']} px")
         if "C" in axes:

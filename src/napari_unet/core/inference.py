@@ -415,10 +415,16 @@ class Segmenter:
         asked = diameter
         diameter = self.resolve_diameter(diameter)
         planes, notes, out_shape = as_planes(image, rgb)
-        other = self.delegate_for(planes[0], colour=out_shape != image.shape)
+        colour = out_shape != image.shape
+        other = self.delegate_for(planes[0], colour=colour)
         if other is not None:  # a specialist does better on such images: hand them over
             res = other.segment(image, asked, rgb, progress)
-            res.notes.insert(0, f"looks like the images of the {other.loaded.name!r} model: segmented with it")
+            tissue = self.__dict__.get("_specialists", {}).get(str(self.loaded.meta.get("colour_model")))
+            name = other.loaded.name
+            if colour and other is tissue:
+                res.notes.insert(0, f"stained tissue in colour: segmented with the {name!r} model")
+            else:
+                res.notes.insert(0, f"looks like the images of the {name!r} model: segmented with it")
             res.probs = None  # (its probabilities need its own post-processing)
             return res
         limits = None
