@@ -329,6 +329,43 @@ def test_channels_and_wrong_axes(viewer_widget, qtbot, monkeypatch):
     assert not widget.running and len(errors) == n + 1 and "correct the axes" in widget.status.value
 
 
+def test_a_two_channel_model_gets_the_channels_typed(viewer_widget, qtbot, monkeypatch):
+    """A model that reads two channels (here ``nuclei`` widened to read its second input):
+    the Channels box replaces the Channel picker, the plan says what goes where, the
+    order typed decides what the model sees, and a wrong count is a notification."""
+    from napari_unet.core.model import with_input_channels
+    from napari_unet.core.models import load_model, save_model, user_dir
+
+    viewer, widget = viewer_widget
+    errors = []
+    import napari_unet._widgets._common as common
+
+    monkeypatch.setattr(common, "show_error", lambda msg: errors.append(msg))
+    one = load_model("nuclei")
+    save_model(user_dir(create=True) / "two inputs.pt", with_input_channels(one.model, 2, reads=1), {**one.meta, "name": "two inputs"})
+    crop = nuclei()[0][0][:96, :128]
+    viewer.add_image(np.stack([np.zeros_like(crop), crop]), name="two")
+    widget.axes.value = "CYX"
+    widget.axes.native.editingFinished.emit()
+    assert not widget.channel.native.isHidden() and widget.channels.native.isHidden()
+    widget.refresh_models("two inputs")
+    assert widget.model.value == "two inputs"
+    assert widget.channel.native.isHidden() and not widget.channels.native.isHidden()
+    assert widget.channels.value == "0,1" and "channels 0,1 of 2 given to the model's 2 inputs" in widget.plan.value
+    counts = {}
+    for typed in ("0,1", "1,0"):  # the nuclei reach the input the model reads, then the other one
+        widget.channels.value = typed
+        widget.run_button.native.click()
+        qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+        counts[typed] = int(viewer.layers["two instances"].data.max())
+        assert viewer.layers["two instances"].data.shape == crop.shape
+    assert counts["0,1"] > 3 and counts["1,0"] == 0 and errors == []
+    widget.channels.value = "1"
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert errors and "reads 2 channels" in errors[-1]
+
+
 def test_measurements_in_features(viewer_widget, qtbot):
     viewer, widget = viewer_widget
     crop = nuclei()[0][0][:200, :200]

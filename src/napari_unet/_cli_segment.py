@@ -34,7 +34,9 @@ def add_parser(sub) -> None:
                    help="axes of the input from T, Z, C, Y, X (S: RGB samples), e.g. ZYX, TYX, CYX (default: the file's metadata, else guessed)")
     s.add_argument("--anisotropy", type=float, default=None, metavar="Z",
                    help="z spacing / xy pixel size of a volume (default: the file's metadata, else 1)")
-    s.add_argument("--channel", type=int, default=None, metavar="C", help="the channel to segment along a C axis (default 0)")
+    s.add_argument("--channel", default=None, metavar="C",
+                   help="the channel to segment along a C axis (default 0); for a model that reads several channels, "
+                        "one per input in its order, e.g. 1,0 (default: the first ones)")
     s.add_argument("--measure", action="store_true", help="also write DIR/<stem>_measurements.csv (one row per cell)")
     s.add_argument("--overwrite", action="store_true", help="replace outputs that exist already (never an input)")
     s.add_argument("--fail-fast", action="store_true", help="stop at the first input that fails (default: report it and go on)")
@@ -79,7 +81,7 @@ def expand_inputs(specs: list[str]) -> list[Path]:
 
 
 def run(args) -> int:
-    from ._cli_common import UserError, parse_diameter
+    from ._cli_common import UserError, parse_channel, parse_diameter
 
     if args.tile < 32:
         raise UserError("--tile must be at least 32")
@@ -89,8 +91,7 @@ def run(args) -> int:
         raise UserError(f"--min-size must be >= 0, got {args.min_size}")
     if args.anisotropy is not None and not args.anisotropy > 0:
         raise UserError(f"--anisotropy must be a positive number, got {args.anisotropy}")
-    if args.channel is not None and args.channel < 0:
-        raise UserError(f"--channel must be >= 0, got {args.channel}")
+    args.channel = parse_channel(args.channel)
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     parse_diameter(args.diameter)

@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=["boundary", "weightmap", "distance"], default="boundary",
                    help="boundary: 3 classes; weightmap: + the U-Net paper's border weights; "
                         "distance: + a distance-to-edge head (seeds from its peaks)")
+    t.add_argument("--channels", type=int, nargs="+", default=None, metavar="C",
+                   help="a model that reads these channels of each image, in this order (e.g. 0 1: cytoplasm, nuclei; "
+                        "the channel axis first or last; a one-channel --base reads the first of them, the others start at zero); "
+                        "default: one channel (colour images: one made from their colours)")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate and keep a moving average of the weights with this decay per step (e.g. 0.995; default off)")
@@ -129,10 +133,13 @@ def cmd_train(args) -> int:
     loaded = []
     for img_p, lab_p in pairs:
         img, lab = read_image(img_p), read_image(lab_p)
-        if img.ndim == 3 and img.shape[-1] in (3, 4) and img.shape[:2] == lab.shape:
+        if args.channels:
+            img = _pick_training_channels(img, lab, args.channels, img_p.name)
+        elif img.ndim == 3 and img.shape[-1] in (3, 4) and img.shape[:2] == lab.shape:
             img = to_gray(img)  # colour: one channel, as segmentation reads it
-        if img.shape[-2:] != lab.shape[-2:] or img.ndim != 2:
-            raise UserError(f"{img_p.name}: need a 2D image with labels of the same shape")
+        if img.shape[-2:] != lab.shape[-2:] or img.ndim != 2 + bool(args.channels):
+            raise UserError(f"{img_p.name}: need a 2D image with labels of the same shape"
+                            + (" (several channels: give --channels)" if img.ndim == 3 else ""))
         loaded.append((img_p, img, lab.astype(np.int32)))
     by_dir: dict[Path, list[int]] = {}
     for i, (p, _, _) in enumerate(loaded):
@@ -144,7 +151,10 @@ def cmd_train(args) -> int:
         print(f"{d}: {len(idx)} images, median object diameter {diam:.1f} px, scale x{scales[d]:.2f}")
     train, val, labels_all = [], [], []
     for i, (p, img, lab) in enumerate(loaded):
-        x = normalize(img, invert_bright=args.invert_bright)
+        if img.ndim == 3:  # channels, each normalised on its own as segmentation does
+            x = np.stack([normalize(c, invert_bright=args.invert_bright) for c in img])
+        else:
+            x = normalize(img, invert_bright=args.invert_bright)
         scale = scales[p.parent]
         if args.diameter and args.rescale == "image":
             own = median_diameter(lab)
@@ -154,10 +164,21 @@ def cmd_train(args) -> int:
         (val if i in val_idx else train).append(s)
         labels_all.append(lab)
     diameter = median_diameter(labels_all)
+    n_in = len(args.channels) if args.channels else 1
     if args.base:
         model = load_model(args.base).model
+        if model.config.in_channels == 1 and n_in > 1:  # its weights read the first of --channels
+            from .core.model import with_input_channels
+
+            model = with_input_channels(model, n_in, 0)
+        elif model.config.in_channels != n_in:
+            raise UserError(f"--base reads {model.config.in_channels} channel(s), the training images give {n_in}")
     else:
-        model = build_model(args.preset)
+        from .core.model import PRESETS
+
+        if args.preset not in PRESETS:
+            raise UserError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
+        model = build_model({**PRESETS[args.preset].to_dict(), "in_channels": n_in})
     if args.loss == "distance" and model.config.regression == 0:
         from .core.model import with_distance_head
 
@@ -214,6 +235,7 @@ def cmd_train(args) -> int:
         **({"default_diameter": "auto"} if args.diameter and (len(natives) > 1 or args.rescale == "image") else {}),
         "normalization": [1.0, 99.8] + ([True] if args.invert_bright else []),
         "classes": ["background", "interior", "boundary"],
+        **({"channels": list(args.channels)} if args.channels else {}),
         "training": {
             "command": "napari-unet " + shlex.join(sys.argv[1:]) if sys.argv and "napari-unet" in sys.argv[0] else "",
             "images": [str(p) for p, _ in pairs],
@@ -228,6 +250,19 @@ def cmd_train(args) -> int:
     score = "no images held out to validate" if trainer.best_score is None else f"best validation score {trainer.best_score:.4f}"
     print(f"saved {path} ({score}, {trainer.step} steps)")
     return 0
+
+
+def _pick_training_channels(img: np.ndarray, lab: np.ndarray, channels, name: str) -> np.ndarray:
+    """``channels`` of a ``(C, H, W)`` or ``(H, W, C)`` training image, channel-first."""
+    if img.ndim == 3 and img.shape[:2] == lab.shape and img.shape[1:] != lab.shape:
+        img = np.moveaxis(img, -1, 0)  # channel-last
+    elif not (img.ndim == 3 and img.shape[1:] == lab.shape):
+        raise UserError(f"{name}: --channels needs images of shape (C, H, W) or (H, W, C) with (H, W) labels, "
+                        f"got {img.shape} and {lab.shape}")
+    bad = [c for c in channels if not 0 <= c < img.shape[0]]
+    if bad:
+        raise UserError(f"{name}: has {img.shape[0]} channels (0..{img.shape[0] - 1}), --channels asks for {bad}")
+    return np.ascontiguousarray(img[list(channels)])
 
 
 if __name__ == "__main__":  # pragma: no cover

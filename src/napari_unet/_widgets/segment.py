@@ -118,6 +118,9 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         self.anisotropy.native.setDecimals(3)
         self.channel = SpinBox(label="Channel", value=0, min=0, max=0, visible=False,
                                 tooltip="The channel (along C, counted from 0) to segment")
+        self.channels = LineEdit(label="Channels", value="0,1", visible=False,
+                                  tooltip="This model reads several channels (e.g. cytoplasm, nuclei): the image's "
+                                          "channels (along C or the RGB colours, counted from 0) for its inputs, in its order")
         self.plan = Label(label="", value="")
         self.plan.native.setWordWrap(True)
         self.model = ComboBox(label="Model", choices=self._model_choices,
@@ -146,7 +149,7 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         self.progress_bar = ProgressBar(label="", min=0, max=1000, value=0, visible=False)
         self.status = Label(label="", value="")
         self.status.native.setWordWrap(True)  # long notes wrap instead of widening the dock
-        self.extend([self.image, self.axes, self.anisotropy, self.channel, self.plan, self.model, self.diameter,
+        self.extend([self.image, self.axes, self.anisotropy, self.channel, self.channels, self.plan, self.model, self.diameter,
                      self.estimate, self.advanced, self.threshold, self.min_size, self.run_button, self.folder_button, self.progress_bar,
                      self.status])
         self._relay = Relay()
@@ -186,6 +189,8 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         self.axes.native.editingFinished.connect(self._axes_entered)
         self.anisotropy.changed.connect(self._anisotropy_typed)
         self.channel.changed.connect(lambda *_: self._describe_plan())
+        self.channels.changed.connect(lambda *_: self._describe_plan())
+        self.model.changed.connect(lambda *_: self._fill_axes())
         self.viewer.layers.selection.events.active.connect(self._follow_active)
         model_bus.changed.connect(self.refresh_models)
         self.viewer.bind_key(RUN_KEY, self._key_run, overwrite=True)
@@ -259,14 +264,24 @@ class SegmentWidget(AxesMixin, ResultsMixin, FolderRunMixin, Container):
         self.progress_bar.visible = True
         self.status.value = "loading model..."
         key = (self.model.value, diameter)
-        if axes in ("YX", "YXS"):  # 2D: the probabilities are kept for the instant re-apply
+        reads = self._model_reads()
+        if reads > 1:
+            from ..core.axes import parse_channels
+
+            try:
+                channel = parse_channels(self.channels.value, "Channels")
+            except ValueError as exc:
+                show_info(str(exc))
+                return
+        else:
+            channel = int(self.channel.value) if "C" in axes else None
+        if axes in ("YX", "YXS") and reads == 1:  # 2D: the probabilities are kept for the instant re-apply
             worker = create_worker(self._work, data, axes == "YXS", self.model.value, diameter, self._overrides(),
                                    geometry.scale, _start_thread=False, _ignore_errors=True)
         else:
             from ..core.pipeline import Input
 
-            inp = Input(data, axes, self._anisotropy_value()[0] if "Z" in axes else 1.0,
-                        int(self.channel.value) if "C" in axes else None)
+            inp = Input(data, axes, self._anisotropy_value()[0] if "Z" in axes else 1.0, channel)
             worker = create_worker(self._work_stack, inp, self.model.value, diameter, self._overrides(), geometry,
                                    _start_thread=False, _ignore_errors=True)
         worker.returned.connect(

@@ -142,8 +142,21 @@ class AxesMixin:
             n = int(_plane_data(layer).shape[axes.index("C")])
             self.channel.max = max(n - 1, 0)
             self.channel.value = min(self.channel.value, n - 1)
+        reads = self._model_reads()
         self.anisotropy.visible = has_z
-        self.channel.visible = has_c
+        self.channel.visible = has_c and reads == 1
+        self.channels.visible = reads > 1
+        if reads > 1 and len(str(self.channels.value).split(",")) != reads:
+            self.channels.value = ",".join(str(i) for i in range(reads))
+
+    def _model_reads(self) -> int:
+        """How many channels the picked model reads (1 when it cannot be read)."""
+        from ..core.models import input_channels
+
+        try:
+            return input_channels(self.model.value)
+        except Exception:  # noqa: BLE001 - a missing or damaged file: Run says so
+            return 1
 
     def _anisotropy_typed(self, *_):
         layer = self.image.value
@@ -192,7 +205,11 @@ class AxesMixin:
             parts.append("RGB image, segmented as one grayscale channel (the generalist hands stained tissue to its 'tissue' model)")
         else:
             parts.append(f"2D image, {shape['Y']} x {shape['X']} px")
-        if "C" in axes:
+        reads = self._model_reads()
+        if reads > 1:
+            have = shape.get("C", shape.get("S", 1))
+            parts.append(f"channels {self.channels.value} of {have} given to the model's {reads} inputs")
+        elif "C" in axes:
             parts.append(f"channel {self.channel.value} of {shape['C']} ({shape['C']} channels)")
         return "; ".join(parts)
 

@@ -32,6 +32,8 @@ __all__ = [
     "labels_axes",
     "labels_from_tzyx",
     "pick_channel",
+    "pick_channels",
+    "parse_channels",
 ]
 
 #: The letters an axes string may use.
@@ -357,3 +359,39 @@ def pick_channel(tzcyx: np.ndarray, channel: int | None = None, option: str = "-
     if int(channel) != channel or not 0 <= int(channel) < n:
         raise ValueError(f"{option} {channel} does not exist: the image has {n} channel{'s' if n != 1 else ''} (0..{n - 1})")
     return tzcyx[:, :, int(channel)]
+
+
+def pick_channels(tzcyx: np.ndarray, channels, n: int, option: str = "--channel") -> tuple[np.ndarray, tuple[int, ...]]:
+    """The ``(T, Z, n, Y, X)`` channels a model that reads ``n`` channels is given, and
+    which they are: ``channels`` (``n`` numbers, in the model's order) or, when ``None``,
+    the image's first ``n``. A wrong count or a missing channel is a ``ValueError`` that
+    names ``option``."""
+    have = tzcyx.shape[2]
+    if channels is None:
+        if have < n:
+            raise ValueError(
+                f"the model reads {n} channels but the image has {have} (axis C); "
+                + ("give its axes with a C, e.g. --axes CYX" if have == 1 else f"give {n} images as channels")
+            )
+        channels = tuple(range(n))
+    channels = (channels,) if np.isscalar(channels) else tuple(channels)
+    if len(channels) != n:
+        raise ValueError(f"the model reads {n} channels: give {n} channel numbers ({option}), e.g. {','.join(str(i) for i in range(n))}; got {len(channels)}")
+    for c in channels:
+        if int(c) != c or not 0 <= int(c) < have:
+            raise ValueError(f"{option} {c} does not exist: the image has {have} channel{'s' if have != 1 else ''} (0..{have - 1})")
+    return tzcyx[:, :, [int(c) for c in channels]], tuple(int(c) for c in channels)
+
+
+def parse_channels(value, option: str = "--channel"):
+    """Channel numbers as typed: ``"1"`` -> 1, ``"1,0"`` -> ``(1, 0)`` (for a model that reads
+    several channels, in its order), empty -> ``None``; ``ValueError`` naming ``option``."""
+    if value is None or not str(value).strip():
+        return None
+    try:
+        chans = tuple(int(v) for v in str(value).replace(" ", "").split(","))
+    except ValueError:
+        raise ValueError(f"{option} takes channel numbers counted from 0, e.g. 1 or 1,0; got {value!r}") from None
+    if any(c < 0 for c in chans):
+        raise ValueError(f"{option} must be >= 0, got {value}")
+    return chans[0] if len(chans) == 1 else chans

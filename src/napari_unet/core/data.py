@@ -76,13 +76,13 @@ def median_diameter(labels: list[np.ndarray] | np.ndarray) -> float:
 
 
 def rescale_pair(image: np.ndarray, labels: np.ndarray | None, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rescale a 2D image (linear) and its labels (nearest; ``None``: image only) by ``scale``."""
+    """Rescale a 2D image (or ``(C, H, W)``, each channel alike; linear) and its labels (nearest; ``None``: image only) by ``scale``."""
     if abs(scale - 1) < 1e-3:
         return image, labels
     from skimage.transform import resize
 
     shape = tuple(max(1, round(s * scale)) for s in image.shape[-2:])
-    img = resize(image.astype(np.float32), shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
+    img = resize(image.astype(np.float32), image.shape[:-2] + shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
     if labels is not None:
         labels = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
     return img, labels

@@ -23,7 +23,7 @@ from .normalize import normalize, percentiles, to_gray
 from .postprocess import Postprocess, labels_dtype
 from .tiling import predict_batch, predict_image
 
-__all__ = ["Segmenter", "Segmentation", "bf16_supported", "resolve_precision", "as_planes"]
+__all__ = ["Segmenter", "Segmentation", "bf16_supported", "resolve_precision", "as_planes", "channel_planes"]
 
 Progress = Callable[[float, str], None]
 
@@ -90,6 +90,24 @@ def as_planes(image: np.ndarray, rgb: bool | None = None) -> tuple[np.ndarray, l
     return planes, notes, image.shape
 
 
+def channel_planes(image: np.ndarray, channels: int, name: str = "the model") -> tuple[np.ndarray, list[str], tuple]:
+    """For a model that reads ``channels`` channels: ``image`` ``(..., C, H, W)`` as planes
+    ``(N, C, H, W)``, notes, and the labels' shape (the image's without C)."""
+    image = np.asarray(image)
+    if image.dtype.kind not in "biuf":
+        raise ValueError(f"cannot segment an image of dtype {image.dtype}")
+    if image.ndim < 3 or image.shape[-3] != channels:
+        raise ValueError(
+            f"the model {name!r} reads {channels} channels: give an image of shape (..., {channels}, height, width) "
+            f"(its channels before Y and X; on the command line --channel picks them), got shape {image.shape}"
+        )
+    if min(image.shape[-2:]) < 1:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    planes = image.reshape((-1,) + image.shape[-3:])
+    notes = [f"{image.ndim - 1}D image: segmented each of its {planes.shape[0]} planes"] if planes.shape[0] > 1 else []
+    return planes, notes, image.shape[:-3] + image.shape[-2:]
+
+
 class Segmenter:
     """A loaded model plus everything needed to segment arrays with it.
 
@@ -134,7 +152,24 @@ class Segmenter:
         self.threshold = threshold
         self.min_size = min_size
         self.keep_probs = keep_probs
+        #: channels the network reads; above 1 a "plane" is ``(C, H, W)`` (e.g. cytoplasm + nuclei)
+        self.in_channels = int(self.model.config.in_channels)
         self.settings()  # check the overrides now
+
+    def limits(self, plane: np.ndarray):
+        """The intensity limits :meth:`normalized` maps to 0 and 1: one ``(lo, hi)`` pair, or
+        one per channel of a ``(C, H, W)`` plane for a multi-channel model."""
+        if self.in_channels > 1:
+            return [percentiles(c, *self.percentiles) for c in plane]
+        return percentiles(plane, *self.percentiles)
+
+    def normalized(self, plane: np.ndarray, limits=None) -> np.ndarray:
+        """``plane`` normalised as the model was trained (each channel on its own)."""
+        if limits is None:
+            limits = self.limits(plane)
+        if self.in_channels > 1:
+            return np.stack([normalize(c, *self.percentiles, limits=lim) for c, lim in zip(plane, limits)])
+        return normalize(plane, *self.percentiles, limits=limits)
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``(N, K, h, w)`` of one normalised batch ``(N, C, h, w)`` (one network call)."""
@@ -153,7 +188,7 @@ class Segmenter:
                 f"a cell diameter of {diameter:g} px would enlarge the image {scale:.0f}x to reach the model's "
                 f"{self.loaded.diameter:g} px; the smallest diameter it accepts is {self.loaded.diameter / MAX_UPSCALE:.1f} px"
             )
-        x = normalize(plane, *self.percentiles, limits=limits)
+        x = self.normalized(plane, limits)
         return predict_at_scale(x, scale, lambda xs: self.predict_normalized(xs, progress))
 
     def estimate_diameter(self, plane: np.ndarray, limits=None) -> float | None:
@@ -203,8 +238,8 @@ class Segmenter:
         if not own:
             return None, False, None
         if limits is None:
-            limits = percentiles(plane, *self.percentiles)
-        h, w = plane.shape
+            limits = self.limits(plane)
+        h, w = plane.shape[-2:]
         s0 = self.loaded.scale(None)
         best = None
         # on a large plane the fit check first looks at a 512 px centre (hundreds of cells
@@ -232,12 +267,12 @@ class Segmenter:
         """The area-weighted diameter (image px) of the cells found in a central crop
         segmented as if its cells were ``d`` px across (``None`` for fewer than 3 cells),
         and ``(probs, semantic, instances)`` when the crop is the whole plane."""
-        h, w = plane.shape
+        h, w = plane.shape[-2:]
         s = self.loaded.diameter / d  # model pixels per image pixel
         if side is None:
             side = int(min(1024, max(256, 1024 / s)))  # the network sees at most ~1024 px
         cy, cx = max(0, (h - side) // 2), max(0, (w - side) // 2)
-        crop = plane[cy : cy + side, cx : cx + side]
+        crop = plane[..., cy : cy + side, cx : cx + side]
         probs = self.probabilities(crop, d, limits)
         sem, inst = self.postprocess(probs, d)
         areas = np.bincount(inst.ravel())[1:]
@@ -253,12 +288,12 @@ class Segmenter:
         """Semantic and instance labels of one 2D plane of any size."""
         notes = []
         if limits is None:
-            limits = percentiles(plane, *self.percentiles)
+            limits = self.limits(plane)
         whole = None
         if diameter == "auto" or diameter == 0:
             diameter, note, whole = self.auto_diameter(plane, limits)
             notes.append(note)
-        h, w = plane.shape
+        h, w = plane.shape[-2:]
         if whole is not None:  # the size check already segmented the whole plane at this scale
             probs, semantic, instances = whole
         elif h <= self.block and w <= self.block:
@@ -291,7 +326,7 @@ class Segmenter:
         the images of a specialist model, e.g. phase-contrast whole cells for ``cells``;
         above its margin such images go to that model. The gate costs one small forward pass.
         """
-        if plane.size == 0:
+        if plane.size == 0 or self.in_channels > 1:
             return None
         tissue = self.loaded.meta.get("colour_model")
         if colour and tissue:
@@ -356,9 +391,9 @@ class Segmenter:
         bounding box (objects are assumed smaller than the halo).
         """
         if limits is None:
-            limits = percentiles(plane, *self.percentiles)
+            limits = self.limits(plane)
         semantic, instances = out
-        h, w = plane.shape
+        h, w = plane.shape[-2:]
         B = self.block
         scale = 1.0 / self.loaded.scale(diameter)  # image pixels per model pixel
         halo = int(math.ceil(max(128, 2 * (self.model.receptive_radius() + 8)) * scale))
@@ -370,7 +405,7 @@ class Segmenter:
         blocks = block_grid(h, w, B, halo)
         next_id = 1
         for k, b in enumerate(blocks):
-            probs = self.probabilities(np.asarray(plane[b.read]), diameter, limits)
+            probs = self.probabilities(np.asarray(plane[(Ellipsis, *b.read)]), diameter, limits)
             sem, inst = self.postprocess(probs, diameter)
             del probs
             semantic[b.core] = sem[b.core_in_read]
@@ -385,6 +420,8 @@ class Segmenter:
         and segmented as usual; larger ones block by block (:meth:`segment_blocks`), the
         size check, the gate and the intensity limits looking at a central crop and a
         regular subsample. The labels are numpy arrays of the plane's shape."""
+        if self.in_channels > 1:  # a (C, H, W) plane of a multi-channel model: read whole
+            return self.segment(np.asarray(plane), diameter, progress=progress)
         h, w = plane.shape
         if h <= self.block and w <= self.block:
             return self.segment(np.asarray(plane), diameter, rgb=False, progress=progress)
@@ -414,8 +451,11 @@ class Segmenter:
         image = np.asarray(image)
         asked = diameter
         diameter = self.resolve_diameter(diameter)
-        planes, notes, out_shape = as_planes(image, rgb)
-        colour = out_shape != image.shape
+        if self.in_channels > 1:
+            planes, notes, out_shape = channel_planes(image, self.in_channels, self.loaded.name)
+        else:
+            planes, notes, out_shape = as_planes(image, rgb)
+        colour = out_shape != image.shape and self.in_channels == 1
         other = self.delegate_for(planes[0], colour=colour)
         if other is not None:  # a specialist does better on such images: hand them over
             res = other.segment(image, asked, rgb, progress)

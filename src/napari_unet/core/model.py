@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-__all__ = ["UNetConfig", "UNet", "PRESETS", "build_model", "fold_batchnorm", "with_distance_head"]
+__all__ = ["UNetConfig", "UNet", "PRESETS", "build_model", "fold_batchnorm", "with_distance_head", "with_input_channels"]
 
 
 @dataclass(frozen=True)
@@ -227,4 +227,27 @@ def with_distance_head(model: UNet) -> UNet:
         out.head.bias.zero_()
         out.head.weight[: c.out_channels] = model.head.weight
         out.head.bias[: c.out_channels] = model.head.bias
+    return out
+
+
+def with_input_channels(model: UNet, n: int, reads: int = 0) -> UNet:
+    """A copy of a one-channel ``model`` that reads ``n`` channels: input channel ``reads``
+    gets the original first convolution's weights and the others start at zero, so the
+    copy computes exactly what ``model`` computes on that channel, then learns to use the
+    others by training (e.g. a cytoplasm + nuclei model from a one-channel base)."""
+    import dataclasses
+
+    c = model.config
+    if c.in_channels != 1:
+        raise ValueError(f"only a one-channel model can be widened, this one reads {c.in_channels}")
+    if not 0 <= reads < n:
+        raise ValueError(f"reads must be one of the {n} channels, got {reads}")
+    out = UNet(dataclasses.replace(c, in_channels=n))
+    first = "down.0.0.weight"
+    state = {k: v for k, v in model.state_dict().items() if k != first}
+    out.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        w = out.down[0][0].weight
+        w.zero_()
+        w[:, reads : reads + 1] = model.state_dict()[first]
     return out

@@ -11,6 +11,7 @@ was trained at, normalisation percentiles, the training command and its metrics.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -151,6 +152,18 @@ def describe_model(name: str | None) -> str:
     if name in DESCRIPTIONS:
         return f"{name}: {DESCRIPTIONS[name]}"
     return f"{name}: your own model (Fine-tune > Save)" if name else ""
+
+
+def input_channels(name: str | None) -> int:
+    """How many channels model ``name`` reads (1 for most; a cytoplasm + nuclei model 2);
+    read once per version of the file."""
+    path = resolve_model(name)
+    return _input_channels(str(path), path.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=32)
+def _input_channels(path: str, mtime: float) -> int:
+    return int(load_model(path).model.config.in_channels)
 
 
 def check_name(name: str) -> str:

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .axes import anisotropy_from_tiff, axes_from_tiff, guess_axes, labels_from_tzyx, parse_axes, pick_channel, to_tzcyx
+from .axes import (
+    anisotropy_from_tiff,
+    axes_from_tiff,
+    guess_axes,
+    labels_from_tzyx,
+    parse_axes,
+    pick_channel,
+    pick_channels,
+    to_tzcyx,
+)
 from .data import read_image
 
 __all__ = ["Input", "Result", "read_input", "segment_input", "segment_zarr"]
@@ -22,7 +31,7 @@ class Input:
     data: np.ndarray
     axes: str  # one letter per dimension of data, from TZCYXS
     anisotropy: float = 1.0
-    channel: int | None = None
+    channel: int | tuple[int, ...] | None = None  # several for a model that reads several channels
     notes: list[str] = field(default_factory=list)
 
 
@@ -60,7 +69,7 @@ class Result:
         return {key: np.concatenate([tb[key] for tb in tables]) for key in tables[0]}
 
 
-def read_input(path: str | Path, axes: str | None = None, anisotropy: float | None = None, channel: int | None = None, rgb: bool | None = None) -> Input:
+def read_input(path: str | Path, axes: str | None = None, anisotropy: float | None = None, channel: int | tuple[int, ...] | None = None, rgb: bool | None = None) -> Input:
     """An image file with its axes: ``axes`` if given (checked against the shape), else
     the file's own metadata (OME / ImageJ TIFF), else guessed from the shape."""
     path = Path(path)
@@ -90,6 +99,8 @@ def segment_input(segmenter, inp: Input, diameter=None, progress=None) -> Result
     """
     axes = inp.axes
     notes = list(inp.notes)
+    if getattr(segmenter, "in_channels", 1) > 1:
+        return _segment_channels(segmenter, inp, diameter, progress)
     if axes in ("YX", "YXS"):
         res = segmenter.segment(inp.data, diameter=diameter, rgb=axes == "YXS", progress=progress)
         notes += res.notes
@@ -99,6 +110,8 @@ def segment_input(segmenter, inp: Input, diameter=None, progress=None) -> Result
 
     data, info = to_tzcyx(inp.data, axes)
     notes += list(info.notes)
+    if isinstance(inp.channel, tuple):
+        raise ValueError(f"the model {segmenter.loaded.name!r} reads one channel: give one number with --channel")
     c = 0 if inp.channel is None else inp.channel
     planes = pick_channel(data, c)
     if data.shape[2] > 1:
@@ -109,6 +122,34 @@ def segment_input(segmenter, inp: Input, diameter=None, progress=None) -> Result
     spacing = tuple(inp.anisotropy if ch == "Z" else 1.0 for ch in lax)
     return Result(labels_from_tzyx(sem, axes), labels_from_tzyx(inst, axes), lax,
                   labels_from_tzyx(planes, axes), spacing, notes)
+
+
+def _segment_channels(segmenter, inp: Input, diameter=None, progress=None) -> Result:
+    """:func:`segment_input` for a model that reads several channels (e.g. cytoplasm and
+    nuclei): the channels picked (``inp.channel``, default the first ones) go to it
+    together; an RGB image's colours count as channels."""
+    from .stack import segment_stack
+
+    n = segmenter.in_channels
+    axes = inp.axes.replace("S", "C") if "C" not in inp.axes else inp.axes
+    if "C" not in axes and "Z" in axes and inp.data.shape[axes.index("Z")] == n:
+        axes = axes.replace("Z", "C")  # n planes for an n-channel model: its channels (volumes need one channel)
+        notes_axes = [f"its {n} planes read as the model's {n} channels (--axes sets the axes)"]
+    else:
+        notes_axes = []
+    if isinstance(inp.channel, int | np.integer) and n > 1:
+        raise ValueError(f"the model {segmenter.loaded.name!r} reads {n} channels: give {n} channel numbers, e.g. "
+                         + ",".join(str(i) for i in range(n)))
+    data, info = to_tzcyx(inp.data, axes)
+    chans, used = pick_channels(data, inp.channel, n)
+    notes = list(inp.notes) + notes_axes + list(info.notes)
+    notes.append(f"channels {', '.join(map(str, used))} of {data.shape[2]} given to the model's {n} inputs, in that order"
+                 + (" (--channel picks others)" if inp.channel is None else ""))
+    sem, inst, more = segment_stack(segmenter, chans, inp.anisotropy, diameter, progress=progress)
+    notes += more
+    lax = info.labels_axes
+    return Result(labels_from_tzyx(sem, axes), labels_from_tzyx(inst, axes), lax,
+                  labels_from_tzyx(np.ascontiguousarray(chans[:, :, 0]), axes), tuple(1.0 for _ in lax), notes)
 
 
 def segment_zarr(segmenter, path: str | Path, labels_path: str | Path, cells_path: str | Path, diameter=None, chunk: int = 1024) -> Result:

@@ -351,9 +351,13 @@ def segment_stack(
         labels = labels_from_tzyx(inst, info.axes)
     """
     movie = np.asarray(tzyx)
-    if movie.ndim != 4:
-        raise ValueError(f"expected a (T, Z, Y, X) array, got shape {movie.shape}")
+    multi = getattr(segmenter, "in_channels", 1) > 1  # then (T, Z, C, Y, X): the model reads C channels
+    if movie.ndim != 4 + multi:
+        raise ValueError(f"expected a (T, Z, {'C, ' if multi else ''}Y, X) array, got shape {movie.shape}")
     nt, nz = movie.shape[:2]
+    if multi and nz > 1:
+        raise ValueError(f"volumes (Z) are segmented by one-channel models; the model {segmenter.loaded.name!r} "
+                         f"reads {segmenter.in_channels} channels: segment its planes one by one (--axes with T instead of Z)")
     notes = []
     if nz > 1 and nz < MIN_PLANES_3D and method == "orthogonal":
         method = "stitch"  # side views of a few planes show no whole cell
@@ -361,12 +365,13 @@ def segment_stack(
         notes.append(f"3D: segmented {'each of the ' + str(nt) + ' volumes' if nt > 1 else 'the volume'} of {nz} planes in 3D ({method}, anisotropy {anisotropy:g})")
     if nt > 1:
         notes.append(f"time-lapse of {nt} frames" + ("; ids kept over time" if link else ""))
-    semantic = np.zeros(movie.shape, np.uint8)
-    per_frame = np.zeros(movie.shape, np.uint32)
+    shape = movie.shape[:2] + movie.shape[-2:]
+    semantic = np.zeros(shape, np.uint8)
+    per_frame = np.zeros(shape, np.uint32)
     diameter = segmenter.resolve_diameter(diameter)
     for t in range(nt):
         frame = movie[t]
-        limits = percentiles(frame, *segmenter.percentiles)
+        limits = segmenter.limits(frame[0]) if multi else percentiles(frame, *segmenter.percentiles)
         if t == 0:
             diameter, note = _resolve_diameter(segmenter, frame, diameter, limits)
             if note:
