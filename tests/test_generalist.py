@@ -79,3 +79,18 @@ def test_size_estimate_within_25_percent(seg, data_dir):
         errors[image] = d / median_diameter(truth) - 1
     within = [abs(e) <= 0.25 for e in errors.values()]
     assert sum(within) >= MIN_WITHIN, {k: f"{100 * v:+.0f} %" for k, v in errors.items()}
+
+
+def test_pieces_of_large_nuclei_are_caught_at_half_scale(seg, data_dir, monkeypatch):
+    """Nuclei 95 px across come out of the network in pieces about its own size, which pass
+    the fit check; the half-scale confirmation (``FRAGMENT_RATIO``, off by default: it
+    also mistakes dense small nuclei for pieces) sees them join and rescales."""
+    from napari_unet.core import inference
+
+    img, truth = _read(data_dir, "dsb2018", "c901794d1a42")
+    true = median_diameter(truth)
+    monkeypatch.setattr(inference, "FRAGMENT_RATIO", 0.0)
+    assert seg.auto_diameter(img)[0] is None  # taken as fitting the model
+    monkeypatch.setattr(inference, "FRAGMENT_RATIO", 2.0)
+    found = seg.auto_diameter(img)[0]
+    assert found is not None and abs(found / true - 1) < 0.25, (found, true)

@@ -159,3 +159,31 @@ def test_colour_images_on_a_bright_background_go_to_the_colour_model(tmp_path, t
     seg.threshold = 0.7
     assert seg.delegate_for(stained.min(axis=-1).astype(np.float32), colour=True).threshold == 0.7
     assert seg.delegate_for(stained.min(axis=-1).astype(np.float32), colour=True) is seg._specialist(str(tiny_model))
+
+
+def test_a_gate_specialist_that_finds_nothing_gives_way(data_dir, monkeypatch):
+    """The gate can be wrong (a dark nuclei image of dsb2018/val looked like phase contrast
+    to the generalist's): when the specialist it picked finds no cell, the image is
+    segmented by the model itself, and the note says so."""
+    from napari_unet.core.inference import Segmentation
+
+    img = tifffile.imread(sorted((data_dir / "bbbc039" / "val").glob("*[!s].tif"))[0])[:256, :256]
+    seg = Segmenter("nuclei", precision="fp32")
+    own = seg.segment(img)
+    specialist = Segmenter("nuclei", precision="fp32")
+    calls = []
+
+    def nothing(image, *args, **kwargs):
+        calls.append(image.shape)
+        z = np.zeros(image.shape, np.uint16)
+        return Segmentation(z.astype(np.uint8), z, [], None)
+
+    monkeypatch.setattr(specialist, "segment", nothing)
+    monkeypatch.setattr(seg, "delegate_for", lambda plane, colour=False: specialist)
+    res = seg.segment(img)
+    assert calls == [img.shape] and own.instances.max() > 5
+    np.testing.assert_array_equal(res.instances, own.instances)
+    assert "found no cells: segmented with this one" in res.notes[0]
+    # a specialist that finds cells keeps the image
+    monkeypatch.setattr(specialist, "segment", lambda image, *a, **k: own)
+    assert seg.segment(img).instances is own.instances
