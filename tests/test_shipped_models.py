@@ -6,7 +6,7 @@ import tifffile
 from napari_unet.core.baseline import otsu_watershed
 from napari_unet.core.inference import Segmenter
 from napari_unet.core.metrics import instance_scores, pixel_scores, summarize
-from napari_unet.core.models import list_models, load_model, shipped_dir
+from napari_unet.core.models import input_channels, list_models, load_model, shipped_dir
 
 SHIPPED = sorted(m.name for m in list_models() if m.source == "shipped")
 
@@ -21,6 +21,8 @@ def test_model_file_and_card(name):
     assert path.stat().st_size < 5 * 2**20  # "a few MB": float16 weights; `cells` (medium preset, 3.9 MB) is the biggest
     loaded = load_model(name)
     assert loaded.name == name and loaded.diameter and loaded.meta.get("description")
+    # input_channels answers 1 for shipped files without loading them (the Segment widget opens fast)
+    assert loaded.model.config.in_channels == input_channels(name) == 1
     card = (shipped_dir() / f"{name}.md").read_text()
     for needed in ("**Data**", "**Command**", "seed", "val", "F1@0.5", "mean AP"):
         assert needed in card, (name, needed)

@@ -34,12 +34,3 @@ def parse_diameter(value):
     if not (d > 0 and math.isfinite(d)):
         raise ValueError("--diameter must be a positive number of pixels")
     return d
-
-
-
-def parse_channel(value):
-    """``--channel``: one channel number (``"1"`` -> 1), several for a model that reads
-    several channels (``"1,0"`` -> ``(1, 0)``, in the model's order), or ``None``."""
-    from .core.axes import parse_channels
-
-    return parse_channels(value, "--channel")

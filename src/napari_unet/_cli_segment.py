@@ -81,7 +81,8 @@ def expand_inputs(specs: list[str]) -> list[Path]:
 
 
 def run(args) -> int:
-    from ._cli_common import UserError, parse_channel, parse_diameter
+    from ._cli_common import UserError, parse_diameter
+    from .core.axes import parse_channels
 
     if args.tile < 32:
         raise UserError("--tile must be at least 32")
@@ -91,7 +92,7 @@ def run(args) -> int:
         raise UserError(f"--min-size must be >= 0, got {args.min_size}")
     if args.anisotropy is not None and not args.anisotropy > 0:
         raise UserError(f"--anisotropy must be a positive number, got {args.anisotropy}")
-    args.channel = parse_channel(args.channel)
+    args.channel = parse_channels(args.channel, "--channel")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     parse_diameter(args.diameter)

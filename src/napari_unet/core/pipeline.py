@@ -137,7 +137,7 @@ def _segment_channels(segmenter, inp: Input, diameter=None, progress=None) -> Re
         notes_axes = [f"its {n} planes read as the model's {n} channels (--axes sets the axes)"]
     else:
         notes_axes = []
-    if isinstance(inp.channel, int | np.integer) and n > 1:
+    if isinstance(inp.channel, int | np.integer):
         raise ValueError(f"the model {segmenter.loaded.name!r} reads {n} channels: give {n} channel numbers, e.g. "
                          + ",".join(str(i) for i in range(n)))
     data, info = to_tzcyx(inp.data, axes)
