@@ -131,19 +131,20 @@ def run(seg, image, truth, anisotropy, diameter, methods, max_voxels=None, side_
     if max_voxels is None:
         max_voxels = stack.MAX_VOXELS
     rows = {}
-    default_gap = stack.SIDE_GAP
+    default_gap, default_direct = stack.SIDE_GAP, stack.SIDE_DIRECT_PIXELS
     for m in methods:
         for gap in side_gaps if m == "orthogonal" else (None,):
-            stack.SIDE_GAP = default_gap if gap is None else gap
+            stack.SIDE_GAP = default_gap if gap is None or gap < 0 else gap
+            stack.SIDE_DIRECT_PIXELS = 0 if gap is not None and gap < 0 else default_direct
             _reset_peak()
             t0 = time.perf_counter()
             _, inst = stack.segment_volume(seg, image, anisotropy=anisotropy, diameter=diameter, method=m,
                                            max_voxels=max_voxels or image.size + 1)
             dt = time.perf_counter() - t0
             peak = _peak_gb()  # the segmentation's, before the scoring's own arrays
-            name = m if gap is None else f"{m[:5]} gap {gap}"
+            name = m if gap is None else f"{m[:5]} gap {gap}" if gap >= 0 else f"{m[:5]} previous"
             rows[name] = score(inst, truth) | {"seconds": dt, "peak_gb": peak}
-    stack.SIDE_GAP = default_gap
+    stack.SIDE_GAP, stack.SIDE_DIRECT_PIXELS = default_gap, default_direct
     return rows
 
 
@@ -189,7 +190,8 @@ def main(argv=None):
                    help="blockwise above this many voxels (default: the library's; 0: never)")
     p.add_argument("--side-gaps", type=int, nargs="+", default=[None],
                    help="orthogonal: rows of mirrored context around each stacked side slice, one run each "
-                        "(default: the library's stack.SIDE_GAP; 128 is about a whole tile margin, as before stacking)")
+                        "(default: the library's stack.SIDE_GAP; -1: the previous path, each slice alone in "
+                        "ordinary tiles with the full context margin)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = p.parse_args(argv)
 

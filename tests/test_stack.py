@@ -196,25 +196,27 @@ def test_segment_volume_shapes_any_method(request, which, method):
     assert calls and calls[-1] == pytest.approx(1.0)
 
 
-def test_stacked_side_slices_do_not_see_each_other_beyond_the_gap(tiny_model):
-    """XZ/YZ slices are stacked into one image, each mirrored by ``gap`` rows: with a gap of
-    the network's receptive radius a slice's answer does not depend on its neighbours, and
-    the answers come back in the slices' order and shape."""
-    from napari_unet.core.stack import _side_views
+def test_side_slices_in_batches_match_the_tiled_answer(tiny_model, monkeypatch):
+    """XZ/YZ slices go through the network in batches, each mirrored by ``gap`` pixels: a
+    slice's answer does not depend on the others in its batch, equals the exact tiled
+    answer when the gap covers the receptive radius, and differs without a gap."""
+    from napari_unet.core import stack
 
     seg = Segmenter(str(tiny_model), tile=64)
     rng = np.random.default_rng(0)
     a, b, c = (rng.random((6, 40)).astype(np.float32) * k for k in (1, 3, 0.1))
-    gap = seg.model.receptive_radius()
-    pa = _side_views(seg, np.stack([a, b]), None, (0.0, 1.0), 2.0, gap=gap)
-    pc = _side_views(seg, np.stack([a, c]), None, (0.0, 1.0), 2.0, gap=gap)
+    pa = stack._side_views(seg, np.stack([a, b]), None, (0.0, 1.0), 2.0)
+    pc = stack._side_views(seg, np.stack([a, c]), None, (0.0, 1.0), 2.0)
     assert pa.shape == (2, 2, 6, 40)
     np.testing.assert_allclose(pa[0], pc[0], atol=1e-5)
     assert np.abs(pa[1] - pc[1]).max() > 1e-5  # the second slice is its own
-    # with no gap at all, neighbours leak in
-    pa0 = _side_views(seg, np.stack([a, b]), None, (0.0, 1.0), 2.0, gap=0)
-    pc0 = _side_views(seg, np.stack([a, c]), None, (0.0, 1.0), 2.0, gap=0)
-    assert np.abs(pa0[0] - pc0[0]).max() > 1e-5
+    radius = seg.model.receptive_radius()
+    direct = stack._side_views(seg, np.stack([a, b]), None, (0.0, 1.0), 2.0, gap=radius)
+    no_gap = stack._side_views(seg, np.stack([a, b]), None, (0.0, 1.0), 2.0, gap=0)
+    monkeypatch.setattr(stack, "SIDE_DIRECT_PIXELS", 0)  # every slice alone, in exact tiles
+    tiled = stack._side_views(seg, np.stack([a, b]), None, (0.0, 1.0), 2.0)
+    np.testing.assert_allclose(direct, tiled, atol=1e-5)
+    assert np.abs(no_gap - tiled).max() > 1e-5
 
 
 def test_segment_volume_rejects_bad_input(tiny_model):
