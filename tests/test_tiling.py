@@ -25,13 +25,16 @@ def net():
     return n
 
 
+@pytest.mark.parametrize("border", [None, 0, 8])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (17, 5), (37, 64), (100, 83), (130, 129)])
-def test_tiled_equals_whole_image(net, shape):
+def test_tiled_equals_whole_image(net, shape, border):
+    """Tiles give the whole-image answer whether the image's edges are mirrored by the
+    whole margin (None), by less, or not at all (0: the network's zero padding)."""
     rng = np.random.default_rng(0)
     img = rng.random((1,) + shape, dtype=np.float32)
-    whole = plan_tiles(shape, net, tile=10**6)
+    whole = plan_tiles(shape, net, tile=10**6, border=border)
     assert len(whole) == 1
-    tiled = plan_tiles(shape, net, tile=16)
+    tiled = plan_tiles(shape, net, tile=16, border=border)
     ref = predict_tiled(img, _predictor(net), whole, 3)
     out = predict_tiled(img, _predictor(net), tiled, 3, batch_size=3)
     assert out.shape == (3,) + shape
@@ -39,6 +42,22 @@ def test_tiled_equals_whole_image(net, shape):
         assert len(tiled) > 1
     np.testing.assert_allclose(out, ref, atol=1e-5)
     np.testing.assert_allclose(out.sum(0), 1, atol=1e-5)
+
+
+def test_border_sets_what_a_small_image_costs(net):
+    """With border 0 a one-tile image is predicted at its own (grid-rounded) size, and its
+    edges differ from the mirrored answer while its centre does not."""
+    from napari_unet.core.tiling import predict_image
+
+    g0 = plan_tiles((37, 64), net, tile=10**6, border=0)
+    gm = plan_tiles((37, 64), net, tile=10**6)
+    ey, ex = g0.extent
+    assert ey - 37 < net.multiple and ex == 64
+    assert g0.tile_size == (ey, ex) and gm.tile_size == (ey + 2 * gm.margin, ex + 2 * gm.margin)
+    img = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    zero = predict_image(net, img, border=0)
+    mirrored = predict_image(net, img, border=gm.margin)
+    assert np.abs(zero - mirrored)[:, :2].max() > 1e-4
 
 
 def test_small_margin_blends_without_seams(net):

@@ -1,12 +1,18 @@
 """Overlap-tile prediction (Ronneberger et al. 2015, Fig. 2) in bounded memory.
 
-The image is mirrored at its borders by the network's context margin, cut into tiles
-whose origins are aligned to the pooling grid, and from each tile only the pixels whose
-whole receptive field lies inside the tile are kept. With the default margin
-(``model.receptive_radius()``) every kept pixel is computed from exactly the same input as
-in a single whole-image pass, so tiled and untiled predictions agree to float precision
-at any image size. A smaller ``margin`` trades that exactness for speed; neighbouring
-tiles then overlap by ``2 * blend`` pixels and are cross-faded linearly.
+The image is mirrored at its borders by ``border`` pixels, cut into tiles whose origins
+are aligned to the pooling grid, and from each tile only the pixels whose whole receptive
+field lies inside the tile (or reaches the padded image's edge, as in a whole-image pass)
+are kept. With the default margin (``model.receptive_radius()``) every kept pixel is
+computed from exactly the same input as in a single whole-image pass, so tiled and
+untiled predictions agree to float precision at any image size. A smaller ``margin``
+trades that exactness for speed; neighbouring tiles then overlap by ``2 * blend`` pixels
+and are cross-faded linearly.
+
+``border`` (default: the margin) is how the image's own edges are seen: mirrored by the
+whole receptive radius, or, with ``border=0``, through the network's zero padding as at
+the edges of its training patches. An image smaller than one tile then costs its own
+pixels instead of (H + 2 x 128) x (W + 2 x 128): 2x fewer for a 520 x 696 image.
 
 The signature follows MONAI's ``sliding_window_inference``: the predictor is passed in.
 """
@@ -18,6 +24,15 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 __all__ = ["TileGeometry", "plan_tiles", "predict_tiled", "pad_image", "predict_batch", "predict_image", "valid_patch"]
+
+
+#: Pixels by which :func:`predict_image` mirrors an image's own edges (``None``: the whole
+#: context margin, 128 px for the shipped models, as before). A 520 x 696 image then costs
+#: (528 + 64) x (704 + 64) network pixels instead of (528 + 256) x (704 + 256), 1.65x fewer,
+#: with the same answers (generalist, val F1 / mean AP, whole margin -> 32 -> 0: dsb2018
+#: 0.823 / 0.469 -> 0.822 / 0.468 -> 0.819 / 0.464; usiigaci 0.871 / 0.350 -> same ->
+#: 0.868 / 0.349; bbbc039 0.954 / 0.784 -> 0.954 / 0.783 -> 0.954 / 0.782).
+BORDER: int | None = 32
 
 
 def _round_up(n: int, m: int) -> int:
@@ -38,11 +53,12 @@ class TileGeometry:
     each side, ``multiple`` the alignment of tile origins (the pooling grid).
     """
 
-    def __init__(self, shape, core: int, margin: int, multiple: int, blend: int = 0):
+    def __init__(self, shape, core: int, margin: int, multiple: int, blend: int = 0, border: int | None = None):
         self.shape = tuple(int(s) for s in shape)
         if min(self.shape) < 1:
             raise ValueError(f"cannot tile an empty image of shape {self.shape}")
         self.margin = _round_up(max(int(margin), 0), multiple)
+        self.border = self.margin if border is None else min(_round_up(max(int(border), 0), multiple), self.margin)
         self.blend = _round_up(max(int(blend), 0), multiple) if blend else 0
         self.multiple = multiple
         core = max(_round_up(int(core), multiple), 2 * self.blend + multiple)
@@ -66,7 +82,20 @@ class TileGeometry:
 
     @property
     def tile_size(self) -> tuple[int, int]:
-        return tuple(c + 2 * self.margin for c in self.core)
+        """Input size of a tile: its core and margins, at most the padded image."""
+        return tuple(min(c + 2 * self.margin, e + 2 * self.border) for c, e in zip(self.core, self.extent))
+
+    def window(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """``(wy, wx, oy, ox)``: where the tile of output origin ``(y, x)`` starts in the
+        padded image, and where its core lies in the tile. Tiles at the image's edges are
+        pushed inwards to the padded image's edge (their pixels then see that edge, as in a
+        whole-image pass); origins stay on the pooling grid."""
+        out = []
+        for start, t, e in zip((y, x), self.tile_size, self.extent):
+            w = min(max(start + self.border - self.margin, 0), e + 2 * self.border - t)
+            out.append((w, start + self.border - w))
+        (wy, oy), (wx, ox) = out
+        return wy, wx, oy, ox
 
     def __len__(self) -> int:
         return len(self.starts[0]) * len(self.starts[1])
@@ -77,10 +106,10 @@ class TileGeometry:
                 yield y, x
 
     def pad_widths(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        m = self.margin
-        return (m, m), (
-            m + self.extent[0] - self.shape[0],
-            m + self.extent[1] - self.shape[1],
+        b = self.border
+        return (b, b), (
+            b + self.extent[0] - self.shape[0],
+            b + self.extent[1] - self.shape[1],
         )
 
     def weights(self, axis: int, start: int) -> np.ndarray:
@@ -97,11 +126,12 @@ class TileGeometry:
         return w
 
 
-def plan_tiles(shape, model, tile: int = 512, margin: int | None = None, blend: int = 0) -> TileGeometry:
+def plan_tiles(shape, model, tile: int = 512, margin: int | None = None, blend: int = 0,
+               border: int | None = None) -> TileGeometry:
     """Tile layout for ``model`` (a :class:`~napari_unet.core.model.UNet`)."""
     if margin is None:
         margin = model.receptive_radius()
-    return TileGeometry(shape, tile, margin, model.multiple, blend)
+    return TileGeometry(shape, tile, margin, model.multiple, blend, border)
 
 
 def predict_tiled(
@@ -124,7 +154,7 @@ def predict_tiled(
         raise ValueError("geometry was planned for another image shape")
     H, W = geometry.shape
     padded = pad_image(image, *geometry.pad_widths())
-    m = geometry.margin
+    th, tw = geometry.tile_size
     ch, cw = geometry.core
     result = np.zeros((out_channels, H, W), np.float32) if out is None else out
     blending = geometry.blend and len(geometry) > 1
@@ -133,10 +163,11 @@ def predict_tiled(
     tiles = list(geometry)
     for i in range(0, len(tiles), batch_size):
         chunk = tiles[i : i + batch_size]
-        batch = np.stack([padded[:, y : y + ch + 2 * m, x : x + cw + 2 * m] for y, x in chunk])
+        wins = [geometry.window(y, x) for y, x in chunk]
+        batch = np.stack([padded[:, wy : wy + th, wx : wx + tw] for wy, wx, _, _ in wins])
         pred = np.asarray(predictor(batch), dtype=np.float32)
-        for (y, x), p in zip(chunk, pred):
-            p = p[:, m : m + ch, m : m + cw]
+        for (y, x), (_, _, oy, ox), p in zip(chunk, wins, pred):
+            p = p[:, oy : oy + ch, ox : ox + cw]
             h, w = min(ch, H - y), min(cw, W - x)
             if h <= 0 or w <= 0:
                 continue
@@ -218,14 +249,17 @@ def predict_batch(net, batch: np.ndarray, bf16: bool = False, channels_last: boo
 
 def predict_image(net, image: np.ndarray, tile: int = 512, margin: int | None = None, blend: int = 0,
                   bf16: bool = False, channels_last: bool = False, batch_size: int = 1,
-                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                  progress: Callable[[int, int], None] | None = None, border: int | None = None) -> np.ndarray:
     """Class probabilities ``(K, H, W)`` of a normalised ``(H, W)`` or ``(C, H, W)`` image:
     THE tiled prediction that segmentation, training validation and fine-tuning previews
     share. ``margin`` defaults to the receptive radius (exact: equal to one whole-image
-    pass), at least the shrink of an unpadded network."""
+    pass), at least the shrink of an unpadded network. ``border`` (default
+    :data:`BORDER`; an unpadded network: the margin) mirrors the image's own edges."""
     plane = image[None] if image.ndim == 2 else image
     if margin is None:
         margin = max(net.receptive_radius(), net.shrink())
-    geom = plan_tiles(plane.shape[-2:], net, tile, margin, blend)
+    if border is None:
+        border = margin if net.shrink() or BORDER is None else BORDER
+    geom = plan_tiles(plane.shape[-2:], net, tile, margin, blend, border)
     return predict_tiled(plane, lambda b: predict_batch(net, b, bf16, channels_last), geom,
                          net.config.out_channels, batch_size, progress)
