@@ -125,26 +125,32 @@ def score(pred, truth) -> dict:
     return res
 
 
-def run(seg, image, truth, anisotropy, diameter, methods, max_voxels=None, side_gaps=(None,)):
+def run(seg, image, truth, anisotropy, diameter, methods, max_voxels=None, side_gaps=(None,), side_steps=(None,)):
     from napari_unet.core import stack
 
     if max_voxels is None:
         max_voxels = stack.MAX_VOXELS
     rows = {}
-    default_gap, default_direct = stack.SIDE_GAP, stack.SIDE_DIRECT_PIXELS
+    default_gap, default_direct, default_step = stack.SIDE_GAP, stack.SIDE_DIRECT_PIXELS, stack.SIDE_STEP
+    runs = []
     for m in methods:
-        for gap in side_gaps if m == "orthogonal" else (None,):
-            stack.SIDE_GAP = default_gap if gap is None or gap < 0 else gap
-            stack.SIDE_DIRECT_PIXELS = 0 if gap is not None and gap < 0 else default_direct
-            _reset_peak()
-            t0 = time.perf_counter()
-            _, inst = stack.segment_volume(seg, image, anisotropy=anisotropy, diameter=diameter, method=m,
-                                           max_voxels=max_voxels or image.size + 1)
-            dt = time.perf_counter() - t0
-            peak = _peak_gb()  # the segmentation's, before the scoring's own arrays
-            name = m if gap is None else f"{m[:5]} gap {gap}" if gap >= 0 else f"{m[:5]} previous"
-            rows[name] = score(inst, truth) | {"seconds": dt, "peak_gb": peak}
-    stack.SIDE_GAP, stack.SIDE_DIRECT_PIXELS = default_gap, default_direct
+        ortho = m == "orthogonal"
+        runs += [(m, g, st) for g in (side_gaps if ortho else (None,)) for st in (side_steps if ortho else (None,))]
+    for m, gap, step in runs:
+        stack.SIDE_GAP = default_gap if gap is None or gap < 0 else gap
+        stack.SIDE_DIRECT_PIXELS = 0 if gap is not None and gap < 0 else default_direct
+        stack.SIDE_STEP = default_step if step is None else step
+        _reset_peak()
+        t0 = time.perf_counter()
+        _, inst = stack.segment_volume(seg, image, anisotropy=anisotropy, diameter=diameter, method=m,
+                                       max_voxels=max_voxels or image.size + 1)
+        dt = time.perf_counter() - t0
+        peak = _peak_gb()  # the segmentation's, before the scoring's own arrays
+        name = m if gap is None else f"{m[:5]} gap {gap}" if gap >= 0 else f"{m[:5]} previous"
+        if step is not None:
+            name += f" step {step:g}"
+        rows[name] = score(inst, truth) | {"seconds": dt, "peak_gb": peak}
+    stack.SIDE_GAP, stack.SIDE_DIRECT_PIXELS, stack.SIDE_STEP = default_gap, default_direct, default_step
     return rows
 
 
@@ -192,6 +198,9 @@ def main(argv=None):
                    help="orthogonal: rows of mirrored context around each stacked side slice, one run each "
                         "(default: the library's stack.SIDE_GAP; -1: the previous path, each slice alone in "
                         "ordinary tiles with the full context margin)")
+    p.add_argument("--side-steps", type=float, nargs="+", default=[None],
+                   help="orthogonal: spacing of the side slices the network runs on, in the model's pixels "
+                        "(the ones between interpolated; default: the library's stack.SIDE_STEP), one run each")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = p.parse_args(argv)
 
@@ -204,7 +213,7 @@ def main(argv=None):
     seg = Segmenter(args.model)
     shape = tuple(args.shape)
     img, truth = synthetic_volume(shape, args.anisotropy, seed=args.seed, n_max=args.n_max)
-    rows = run(seg, img, truth, args.anisotropy, args.diameter, args.methods, args.max_voxels, args.side_gaps)
+    rows = run(seg, img, truth, args.anisotropy, args.diameter, args.methods, args.max_voxels, args.side_gaps, args.side_steps)
     show(f"synthetic nuclei {tuple(args.shape)}, anisotropy {args.anisotropy:g}, seed {args.seed}, model {args.model}, "
          f"diameter {args.diameter or 'model'}", rows)
     if not args.no_stardist:
@@ -213,7 +222,7 @@ def main(argv=None):
             print("\nStarDist volume: tests/data/img3d.tif not found")
         else:
             # nuclei ~15 px across in XY and ~7 planes deep: diameter 15, z step ~2 px
-            rows = run(seg, sd[0], sd[1], 2.0, 15.0, args.methods, side_gaps=args.side_gaps)
+            rows = run(seg, sd[0], sd[1], 2.0, 15.0, args.methods, side_gaps=args.side_gaps, side_steps=args.side_steps)
             show(f"StarDist img3d.tif {sd[0].shape} (anisotropy 2, diameter 15)", rows)
 
 

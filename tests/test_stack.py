@@ -219,6 +219,35 @@ def test_side_slices_in_batches_match_the_tiled_answer(tiny_model, monkeypatch):
     assert np.abs(no_gap - tiled).max() > 1e-5
 
 
+def test_side_slices_between_the_computed_ones_are_interpolated(monkeypatch):
+    """With a side stride of 4 the network runs on every 4th XZ / YZ slice (and the last);
+    the slices between get the linear interpolation of their neighbours' answers."""
+    from types import SimpleNamespace
+
+    from napari_unet.core import stack
+
+    class Fake:  # XY planes answer 0; a side slice answers its own values
+        loaded = SimpleNamespace(scale=lambda d: 0.5)
+
+        def probabilities(self, plane, diameter, limits):
+            return np.zeros((3,) + plane.shape, np.float32)
+
+    computed = []
+
+    def side_views(seg, slices, *args, **kwargs):
+        computed.append(len(slices))
+        return np.stack([np.stack([s, s]) for s in slices]).astype(np.float32)
+
+    monkeypatch.setattr(stack, "_side_views", side_views)
+    assert stack.side_stride(Fake(), None) == 4
+    nz, ny, nx = 3, 21, 18
+    vol = np.broadcast_to(np.arange(ny, dtype=np.float32)[None, :, None], (nz, ny, nx)).copy()
+    bg, inner = stack._volume_probs(Fake(), vol, None, None, 1.0, None)
+    np.testing.assert_allclose(bg, 2 * vol / 3, atol=1e-5)  # (XY 0 + XZ y + YZ y) / 3
+    np.testing.assert_allclose(inner, bg)
+    assert sum(computed) == len(range(0, ny, 4)) + len(range(0, nx, 4)) + 1  # + the last YZ slice
+
+
 def test_segment_volume_rejects_bad_input(tiny_model):
     seg = Segmenter(str(tiny_model), tile=64)
     with pytest.raises(ValueError, match="method"):

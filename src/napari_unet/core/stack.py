@@ -79,6 +79,11 @@ SIDE_GAP = 32
 SIDE_DIRECT_PIXELS = 2**20
 #: Pixels of one batch of padded side slices.
 SIDE_BATCH_PIXELS = 2**18
+#: Spacing (in the model's pixels) of the XZ / YZ slices the network runs on, the ones
+#: between interpolated linearly; 1 = all. Synthetic volumes (benchmarks/volume.py
+#: --side-steps 1 2 3; seeds 0, 1 and 2 at anisotropy 2): 3D F1 0.927 / 0.941 / 0.927 with
+#: every slice, 0.938 / 0.945 / 0.938 with every second one, in 0.55x the time.
+SIDE_STEP = 2.0
 
 
 def _side_geometry(segmenter, h: int, w: int, diameter, anisotropy: float) -> tuple[tuple[int, int], float]:
@@ -155,11 +160,21 @@ def _side_views(segmenter, slices: np.ndarray, diameter, limits, anisotropy: flo
     return out
 
 
+def side_stride(segmenter, diameter) -> int:
+    """Every how many XZ / YZ slices the network runs (the ones between are interpolated
+    linearly): about every :data:`SIDE_STEP` pixels at the model's scale, so that cells
+    enlarged to the model's size are sampled as densely as cells shrunk to it."""
+    if not SIDE_STEP:
+        return 1
+    return max(1, int(SIDE_STEP / segmenter.loaded.scale(diameter) + 1e-6))
+
+
 def _volume_probs(segmenter, volume, diameter, limits, anisotropy, progress, axes3=True):
     """Averaged background and interior probabilities ``(Z, Y, X)`` float32 (two volumes).
 
-    XY planes as they are; with ``axes3`` (and more than one plane), also every XZ and YZ
-    slice, made isotropic and stacked by :func:`_side_views`.
+    XY planes as they are; with ``axes3`` (and more than one plane), also the XZ and YZ
+    slices, made isotropic and batched by :func:`_side_views`: every :func:`side_stride`-th
+    one and the last, the ones between interpolated linearly.
     """
     nz, ny, nx = volume.shape
     bg = np.zeros(volume.shape, np.float32)
@@ -180,20 +195,35 @@ def _volume_probs(segmenter, volume, diameter, limits, anisotropy, progress, axe
         inner[z] += p[1]
         tick(f"XY plane {z + 1}/{nz}")
     if three:
+        stride = side_stride(segmenter, diameter)
         for axis, n, name in ((1, ny, "XZ"), (2, nx, "YZ")):
+            def add(j, p2, axis=axis):  # p2: (2, Z, W) probabilities of slice j
+                if axis == 1:
+                    bg[:, j, :] += p2[0]
+                    inner[:, j, :] += p2[1]
+                else:
+                    bg[:, :, j] += p2[0]
+                    inner[:, :, j] += p2[1]
+
+            sampled = list(range(0, n, stride))
+            if sampled[-1] != n - 1:
+                sampled.append(n - 1)
             per = max(1, SIDE_BATCH_PIXELS // (nz * max(nx if axis == 1 else ny, 1)))
-            for i in range(0, n, per):
-                idx = slice(i, min(i + per, n))
+            prev = None
+            for i in range(0, len(sampled), per):
+                idx = sampled[i : i + per]
                 sl = volume[:, idx, :] if axis == 1 else volume[:, :, idx]
                 p = _side_views(segmenter, np.moveaxis(sl, axis, 0), diameter, limits, anisotropy)
-                if axis == 1:
-                    bg[:, idx, :] += np.moveaxis(p[:, 0], 0, 1)
-                    inner[:, idx, :] += np.moveaxis(p[:, 1], 0, 1)
-                else:
-                    bg[:, :, idx] += np.moveaxis(p[:, 0], 0, 2)
-                    inner[:, :, idx] += np.moveaxis(p[:, 1], 0, 2)
-                done += idx.stop - idx.start - 1
-                tick(f"{name} slices {idx.stop}/{n}")
+                for j, pj in zip(idx, p):
+                    if prev is not None:  # the slices between two computed ones: linear in between
+                        jp, pp = prev
+                        for y in range(jp + 1, j):
+                            t = (y - jp) / (j - jp)
+                            add(y, (1 - t) * pp + t * pj)
+                    add(j, pj)
+                    prev = (j, pj)
+                done = nz + (0 if axis == 1 else ny) + idx[-1]  # tick() counts the last one
+                tick(f"{name} slices {idx[-1] + 1}/{n}")
         bg /= 3
         inner /= 3
     return bg, inner
