@@ -75,13 +75,20 @@ def median_diameter(labels: list[np.ndarray] | np.ndarray) -> float:
     return float(2 * np.sqrt(np.median(areas) / np.pi))
 
 
+def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The ``(H, W)`` that :func:`rescale_pair` gives an image of ``shape`` at ``scale``."""
+    if abs(scale - 1) < 1e-3:
+        return tuple(shape)
+    return tuple(max(1, round(s * scale)) for s in shape)
+
+
 def rescale_pair(image: np.ndarray, labels: np.ndarray | None, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
     """Rescale a 2D image (or ``(C, H, W)``, each channel alike; linear) and its labels (nearest; ``None``: image only) by ``scale``."""
     if abs(scale - 1) < 1e-3:
         return image, labels
     from skimage.transform import resize
 
-    shape = tuple(max(1, round(s * scale)) for s in image.shape[-2:])
+    shape = scaled_shape(image.shape[-2:], scale)
     img = resize(image.astype(np.float32), image.shape[:-2] + shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
     if labels is not None:
         labels = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)

@@ -127,13 +127,13 @@ def _side_views(segmenter, slices: np.ndarray, diameter, limits, anisotropy: flo
     """
     from skimage.transform import resize
 
-    from .data import rescale_pair
+    from .data import rescale_pair, scaled_shape
     from .tiling import pad_image
 
     gap = SIDE_GAP if gap is None else int(gap)
     n, h, w = slices.shape
     iso, scale = _side_geometry(segmenter, h, w, diameter, anisotropy)
-    hh, ww = rescale_pair(np.zeros(iso, np.float32), None, scale)[0].shape
+    hh, ww = scaled_shape(iso, scale)
     m = segmenter.model.multiple
     ph, pw = -(-(hh + 2 * gap) // m) * m, -(-(ww + 2 * gap) // m) * m
     direct = ph * pw <= SIDE_DIRECT_PIXELS
