@@ -9,10 +9,11 @@ untiled predictions agree to float precision at any image size. A smaller ``marg
 trades that exactness for speed; neighbouring tiles then overlap by ``2 * blend`` pixels
 and are cross-faded linearly.
 
-``border`` (default: the margin) is how the image's own edges are seen: mirrored by the
-whole receptive radius, or, with ``border=0``, through the network's zero padding as at
-the edges of its training patches. An image smaller than one tile then costs its own
-pixels instead of (H + 2 x 128) x (W + 2 x 128): 2x fewer for a 520 x 696 image.
+``border`` is how the image's own edges are seen: mirrored by the whole receptive radius
+(:class:`TileGeometry`'s default), by less (:func:`predict_image`'s default,
+:data:`BORDER` = 32 px), or, with ``border=0``, through the network's zero padding as at
+the edges of its training patches. An image smaller than one tile then costs (H + 2 x
+border) x (W + 2 x border) network pixels instead of (H + 2 x 128) x (W + 2 x 128).
 
 The signature follows MONAI's ``sliding_window_inference``: the predictor is passed in.
 """
