@@ -120,3 +120,25 @@ def test_size_search_skips_a_scale_that_is_not_a_fixed_point(seg, monkeypatch):
     calls.clear()
     assert seg.size_search(plane, (0.0, 1.0))[0] == 12.5
     assert calls == [22.0, 44.0, 11.0, 88.0, 83.4, 12.3]
+
+
+def test_gate_reads_only_the_central_crop_with_the_planes_limits(seg, monkeypatch):
+    """The gate's score from the central crop normalised with the whole plane's limits is
+    the score of the whole normalised plane (which it no longer copies)."""
+    import numpy as np
+
+    from napari_unet.core import size
+    from napari_unet.core.normalize import normalize
+
+    rng = np.random.default_rng(0)
+    plane = (rng.random((900, 1300)) * 1000).astype(np.uint16)
+    plane[300:600, 400:900] += 3000  # the crop's own percentiles differ from the plane's
+    gate = seg.loaded.meta["delegate"]
+    whole = size.style_score(seg.model, gate, normalize(plane, *seg.percentiles))
+    seen = []
+    monkeypatch.setattr(size, "style_score", lambda m, g, x: seen.append(x) or whole)
+    seg.delegate_for(plane)
+    assert seen[0].shape == (size.CROP, size.CROP)
+    crop_alone = size.style_vectors(seg.model, [normalize(size.central(plane), *seg.percentiles)])
+    assert np.allclose(size.style_vectors(seg.model, [seen[0]]), size.style_vectors(seg.model, [normalize(plane, *seg.percentiles)]), atol=1e-5)
+    assert not np.allclose(crop_alone, size.style_vectors(seg.model, [seen[0]]), atol=1e-3)

@@ -390,9 +390,11 @@ class Segmenter:
         gate = self.loaded.meta.get("delegate")
         if not gate:
             return None
-        from .size import style_score
+        from .size import central, style_score
 
-        x = normalize(plane, *self.percentiles)
+        # only the central crop the gate looks at is normalised (with the whole plane's
+        # limits): an 8192 px frame's float copy would cost 0.6 GB and 1.5 s
+        x = normalize(central(plane), limits=percentiles(plane, *self.percentiles))
         if style_score(self.model, gate, x) <= float(gate.get("margin", 0.5)):
             return None
         return self._specialist(gate["model"])

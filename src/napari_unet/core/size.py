@@ -18,19 +18,25 @@ import torch
 
 from .data import rescale_pair
 
-__all__ = ["style_vectors", "fit_style_classifier", "style_score"]
+__all__ = ["style_vectors", "fit_style_classifier", "style_score", "central"]
 
 #: Side (network pixels) of the crop the estimate looks at.
 CROP = 384
 
 
+def central(x: np.ndarray, side: int = CROP) -> np.ndarray:
+    """The central ``side`` x ``side`` window of a 2D array (all of it where smaller): the
+    part of an image :func:`style_vectors` looks at, so that only it need be normalised."""
+    h, w = x.shape[-2:]
+    ch, cw = min(h, side), min(w, side)
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    return x[..., y0 : y0 + ch, x0 : x0 + cw]
+
+
 def _center_crop(x: np.ndarray, side: int, multiple: int) -> np.ndarray:
     """The central ``side`` x ``side`` part of a 2D array (smaller if it is smaller),
     trimmed to a multiple of ``multiple`` (mirror-padded up to one when smaller)."""
-    h, w = x.shape
-    ch, cw = min(h, side), min(w, side)
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-    x = x[y0 : y0 + ch, x0 : x0 + cw]
+    x = central(x, side)
     th, tw = (max(multiple, (n // multiple) * multiple) for n in x.shape)
     if x.shape[0] < th or x.shape[1] < tw:
         x = np.pad(x, ((0, max(0, th - x.shape[0])), (0, max(0, tw - x.shape[1]))), mode="symmetric")
