@@ -544,9 +544,12 @@ class Segmenter:
             insts.append(seg.instances)
             if progress is not None:
                 progress((i + 1) / n, f"plane {i + 1}/{n}")
-        semantic = np.stack(sems).reshape(out_shape)
         nmax = max(int(x.max()) for x in insts)
-        instances = np.stack([x.astype(labels_dtype(nmax)) for x in insts]).reshape(out_shape)
+        insts = [x.astype(labels_dtype(nmax), copy=False) for x in insts]
+        if n == 1:  # no copies of a large plane's labels
+            semantic, instances = sems[0].reshape(out_shape), insts[0].reshape(out_shape)
+        else:
+            semantic, instances = np.stack(sems).reshape(out_shape), np.stack(insts).reshape(out_shape)
         from .advice import result_hints
 
         notes.extend(result_hints(semantic, instances, used))
