@@ -3,9 +3,8 @@
 ``python -W ignore benchmarks/gate_scores.py generalist [OTHER.pt ...]``: for each folder
 (default: usiigaci train and val, dsb2018 val, bbbc039 val) the lowest, median and highest
 score and how many images score above the gate's margin (those Segment hands to the
-specialist). Scores are computed as ``Segmenter.delegate_for`` does: the central crop,
-normalised with the whole image's limits. Colour images are skipped (they go to the colour
-specialist before the gate).
+specialist), from ``Segmenter.gate_score`` as Segment computes them. Colour images are
+skipped (they go to the colour specialist before the gate).
 """
 
 import argparse
@@ -14,8 +13,6 @@ import numpy as np
 
 from napari_unet.core.data import find_pairs, read_image
 from napari_unet.core.inference import Segmenter
-from napari_unet.core.normalize import normalize, percentiles
-from napari_unet.core.size import central, style_score
 
 FOLDERS = ["usiigaci/train", "usiigaci/val", "dsb2018/val", "bbbc039/val"]
 
@@ -38,8 +35,7 @@ def main() -> None:
                 img = read_image(img_p)
                 if img.ndim == 3:
                     continue
-                x = normalize(central(img), limits=percentiles(img, *seg.percentiles))
-                scores.append(style_score(seg.model, gate, x))
+                scores.append(seg.gate_score(img))
             s = np.asarray(scores)
             print(f"{name} {folder}: {s.size} images, score min {s.min():.2f} median {np.median(s):.2f} "
                   f"max {s.max():.2f}, above the margin {gate['margin']}: {(s > gate['margin']).sum()}")

@@ -299,17 +299,17 @@ class Segmenter:
                 scored.append((pieces(f), abs(np.log(found * s0 * f / own)), found))
         if not scored:
             return None, False, None
-        first = None
+        answers = []
         for _, _, best in sorted(scored)[: 2 if CONSISTENCY else 1]:
-            if self.loaded.scale(best) > MAX_UPSCALE:
-                answer = best
-            else:
-                refined, _ = self._size_at(plane, best, None, limits)
-                answer = best if refined is None else refined["area-weighted"]
-                if CONSISTENCY and refined is not None and abs(np.log(answer / best)) < math.log(CONSISTENCY):
-                    return answer, False, None
-            first = answer if first is None else first
-        return first, False, None
+            refined = self._size_at(plane, best, None, limits)[0] if self.loaded.scale(best) <= MAX_UPSCALE else None
+            if refined is None:
+                answers.append(best)
+                continue
+            answer = refined["area-weighted"]
+            if CONSISTENCY and abs(np.log(answer / best)) < math.log(CONSISTENCY):
+                return answer, False, None
+            answers.append(answer)
+        return answers[0], False, None
 
     def _size_at(self, plane: np.ndarray, d: float, side: int | None, limits):
         """The diameters (image px) of the cells found in a central crop segmented as if
@@ -388,16 +388,19 @@ class Segmenter:
             if bright_background(plane):
                 return self._specialist(str(tissue))
         gate = self.loaded.meta.get("delegate")
-        if not gate:
+        if not gate or self.gate_score(plane) <= float(gate.get("margin", 0.5)):
             return None
+        return self._specialist(gate["model"])
+
+    def gate_score(self, plane: np.ndarray) -> float:
+        """The score of the model's gate (``meta["delegate"]``) for a one-channel ``plane``:
+        above its margin, :meth:`delegate_for` hands the plane to the gate's model."""
         from .size import central, style_score
 
         # only the central crop the gate looks at is normalised (with the whole plane's
         # limits): an 8192 px frame's float copy would cost 0.6 GB and 1.5 s
-        x = normalize(central(plane), limits=percentiles(plane, *self.percentiles))
-        if style_score(self.model, gate, x) <= float(gate.get("margin", 0.5)):
-            return None
-        return self._specialist(gate["model"])
+        x = self.normalized(central(plane), self.limits(plane))
+        return style_score(self.model, self.loaded.meta["delegate"], x)
 
     def _specialist(self, key: str) -> Segmenter:
         """A Segmenter of model ``key`` with this one's settings (kept for the next call)."""
