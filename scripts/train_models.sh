@@ -8,12 +8,17 @@ DATA=${DATA:-../shared/data}
 mkdir -p runs
 which=${1:-all}
 
-# copy runs/$1.pt into the package as $2.pt with float16 weights (half the size; $4=float32
-# keeps them as trained); $3: JSON metadata to add, e.g. the post-processing chosen on val
-# with benchmarks/postprocess.py
-ship() {
+# copy model file $1 to $2 with float16 weights (half the size; $4=float32 keeps them as
+# trained); $3: JSON metadata to add, e.g. the post-processing chosen on val with
+# benchmarks/postprocess.py
+store() {
   .venv/bin/python -c "import sys, json; from napari_unet.core.models import load_model, save_model; m = load_model(sys.argv[1]); save_model(sys.argv[2], m.model, {**m.meta, **json.loads(sys.argv[3])}, half=sys.argv[4] != 'float32')" \
-    "runs/$1.pt" "src/napari_unet/weights/$2.pt" "${3:-{\}}" "${4:-float16}"
+    "$1" "$2" "${3:-{\}}" "${4:-float16}"
+}
+
+# store runs/$1.pt in the package as $2.pt
+ship() {
+  store "runs/$1.pt" "src/napari_unet/weights/$2.pt" "${@:3}"
 }
 
 if [ "$which" = nuclei ] || [ "$which" = all ]; then
@@ -91,8 +96,7 @@ fi
 # alone) -> 0.670 (`napari-unet evaluate tissue generalist --labels ...`; see the model card).
 if [ "$which" = tissue ] || [ "$which" = all ]; then
   mapfile -t COLOUR < <(.venv/bin/python scripts/colour_images.py "$DATA/dsb2018/train")
-  .venv/bin/python -c "import sys; from napari_unet.core.models import load_model, save_model; m = load_model(sys.argv[1]); save_model(sys.argv[2], m.model, m.meta, half=True)" \
-    runs/generalist3.pt runs/generalist3_half.pt
+  store runs/generalist3.pt runs/generalist3_half.pt
   .venv/bin/napari-unet train --images "${COLOUR[@]}" --output runs/tissue.pt --name tissue --base runs/generalist3_half.pt \
     --description "Nuclei in stained tissue, colour (H&E-like) images of DSB 2018" \
     --diameter 22 --rescale image --invert-bright --scale-range 0.7 1.4 \
