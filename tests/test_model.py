@@ -82,6 +82,37 @@ def test_folded_batchnorm_gives_the_same_output():
         torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("preset", ["default", "ronneberger2015"])
+def test_inference_forward_without_the_concatenation_equals_training_forward(preset):
+    """Without gradients the decoder skips the concatenated copy (its first convolution
+    split in two); with them it concatenates. Same numbers, batch norm folded or not, for
+    padded and unpadded (cropped skip) networks."""
+    import torch
+
+    from napari_unet.core.model import build_model, fold_batchnorm
+
+    torch.manual_seed(0)
+    net = build_model(preset if preset == "default" else {"depth": 2, "base_channels": 4, "padding": "valid", "norm": "none"})
+    n = 96 if preset == "default" else 92  # valid sizes of each
+    net.train()
+    with torch.no_grad():
+        for _ in range(2):
+            net(torch.randn(2, 1, n, n) * 3 + 1)
+    net.eval()
+    x = torch.randn(2, 1, n, n)
+    with torch.enable_grad():
+        reference = net(x).detach()
+    for model in (net, fold_batchnorm(net)):
+        with torch.inference_mode():
+            torch.testing.assert_close(model(x), reference, rtol=1e-4, atol=1e-4)
+    # the two paths really differ: a decoder that drops the up-sampled half fails this
+    dec = net.dec[-1][0]
+    with torch.no_grad():
+        dec.weight[:, dec.weight.shape[1] // 2 :] *= 2
+        changed = net(x)
+    assert (changed - reference).abs().max() > 1e-3
+
+
 def test_a_tiny_file_cannot_declare_a_huge_network(tmp_path):
     import pytest
     import torch

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["UNetConfig", "UNet", "PRESETS", "build_model", "fold_batchnorm", "with_distance_head", "with_input_channels"]
 
@@ -173,9 +174,21 @@ class UNet(nn.Module):
             skip = skips.pop()  # freed once used: at full resolution only its own skip is alive
             if skip.shape[-2:] != x.shape[-2:]:
                 skip = _center_crop(skip, x.shape[-2], x.shape[-1])
-            x = torch.cat([skip, x], dim=1)
+            if torch.is_grad_enabled():
+                x = dec(torch.cat([skip, x], dim=1))
+                continue
+            # inference: the same function without the concatenated copy. The first
+            # convolution is split into its halves over the skip and the up-sampled maps,
+            # each freed once used: at full resolution the peak holds three maps of the
+            # base channels instead of four plus the concatenation (a 1120 px tile: about
+            # 100 MB less; tests/test_model.py checks the equality)
+            conv, c = dec[0], skip.shape[1]
+            y = F.conv2d(skip, conv.weight[:, :c], conv.bias, conv.stride, conv.padding)
             del skip
-            x = dec(x)
+            y += F.conv2d(x, conv.weight[:, c:], None, conv.stride, conv.padding)
+            del x
+            x = dec[1:](y)
+            del y
         return self.head(x)
 
 
