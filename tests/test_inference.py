@@ -70,6 +70,22 @@ def test_blockwise_equals_whole_on_real_image(data_dir, shipped_model):
     assert r["f1"] > 0.97
 
 
+def test_blockwise_labels_start_as_uint16_and_widen_when_the_cells_outnumber_them(data_dir, shipped_model):
+    img = tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif")
+    seg = Segmenter(shipped_model, block=200)
+    res = seg.segment_plane(img)  # larger than a block: through segment_blocks
+    assert res.instances.dtype == np.uint16 and res.instances.max() > 10
+    semantic, labels = np.zeros(img.shape, np.uint8), np.zeros(img.shape, np.uint16)
+    n, out = seg.segment_blocks(img, out=(semantic, labels))
+    assert out is labels and n == res.instances.max()  # written in place while the ids fit
+    np.testing.assert_array_equal(out, res.instances)
+    # a uint8 array holds 255 ids: three copies side by side have more cells than that
+    wide = np.tile(img, (1, 3))
+    assert 3 * n > 255
+    n3, out3 = seg.segment_blocks(wide, out=(np.zeros(wide.shape, np.uint8), np.zeros(wide.shape, np.uint8)))
+    assert out3.dtype == np.uint32 and n3 == out3.max() == len(np.unique(out3)) - 1 >= 3 * n - 5
+
+
 def test_lazy_plane_is_read_block_by_block(data_dir, shipped_model):
     """A dask- or zarr-backed plane (a napari layer on a huge file) is segmented from its
     blocks, never read whole, with the labels of the in-memory path."""

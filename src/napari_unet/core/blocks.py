@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Block", "block_grid", "paste_objects"]
+__all__ = ["Block", "block_grid", "paste_objects", "release_memory"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,20 @@ def paste_objects(inst: np.ndarray, block: Block, target, next_id: int) -> int:
     out[write] = new[write]
     target[region] = out  # a no-op for numpy (a view), the write for zarr
     return next_id
+
+
+def release_memory() -> None:
+    """Hand memory freed by the last block back to the system (glibc's ``malloc_trim``, as
+    Dask's workers do; a no-op elsewhere). Without it the allocator keeps the blocks'
+    freed arrays of under 32 MB as a growing reserve: on an 8192 px frame the peak memory
+    was about 0.1 GB higher (``benchmarks/memory.py``)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        pass

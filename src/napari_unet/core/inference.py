@@ -12,6 +12,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -355,10 +356,9 @@ class Segmenter:
         else:
             probs = None
             semantic = np.zeros((h, w), np.uint8)
-            instances = np.zeros((h, w), np.uint32)
-            n = self.segment_blocks(plane, diameter, limits, progress, out=(semantic, instances))
-            if n < 2**16:
-                instances = instances.astype(np.uint16)
+            # uint16 (half of uint32's 268 MB on an 8192 px frame), widened only past 65535 cells
+            instances = np.zeros((h, w), np.uint16)
+            _, instances = self.segment_blocks(plane, diameter, limits, progress, out=(semantic, instances))
         kept = probs if self.keep_probs else None
         return Segmentation(semantic, instances, notes, diameter or self.loaded.image_diameter, kept)
 
@@ -437,13 +437,14 @@ class Segmenter:
             changes["min_size"] = max(1, int(self.min_size))
         return dataclasses.replace(post, **changes) if changes else post
 
-    def segment_blocks(self, plane, diameter=None, limits=None, progress=None, out=None) -> int:
+    def segment_blocks(self, plane, diameter=None, limits=None, progress=None, out=None) -> tuple[int, Any]:
         """Blockwise segmentation with stitching, for planes larger than ``self.block``;
-        returns the number of cells.
+        returns the number of cells and the instance labels.
 
         ``plane``: any 2D array that can be sliced (numpy, zarr, dask): only one block
         and its halo are read at a time. ``out``: the ``(semantic, instances)`` arrays to
-        write (numpy or zarr, the plane's shape, instances uint32). Each block is
+        write (numpy or zarr, the plane's shape, instances uint32, or a numpy uint16
+        array, which is replaced by a uint32 copy if the cells outnumber it). Each block is
         predicted with ``halo`` pixels of real context, so its probabilities equal the
         whole-plane ones; an object is written by the block that holds the centre of its
         bounding box (objects are assumed smaller than the halo).
@@ -458,7 +459,7 @@ class Segmenter:
         m = self.model.multiple  # block origins on the pooling grid keep probabilities exact
         halo = -(-min(halo, B // 2) // m) * m
         B = -(-B // m) * m
-        from .blocks import block_grid, paste_objects
+        from .blocks import block_grid, paste_objects, release_memory
 
         blocks = block_grid(h, w, B, halo)
         next_id = 1
@@ -467,10 +468,14 @@ class Segmenter:
             sem, inst = self.postprocess(probs, diameter)
             del probs
             semantic[b.core] = sem[b.core_in_read]
+            if next_id + int(inst.max()) > np.iinfo(instances.dtype).max:
+                instances = instances.astype(np.uint32)
             next_id = paste_objects(inst, b, instances, next_id)
+            del sem, inst
+            release_memory()
             if progress is not None:
                 progress((k + 1) / len(blocks), f"block {k + 1}/{len(blocks)}")
-        return next_id - 1
+        return next_id - 1, instances
 
     def segment_lazy(self, plane, diameter: float | str | None = None, progress: Progress | None = None) -> Segmentation:
         """Segment a 2D grayscale array that is not in memory (dask, zarr: a napari layer

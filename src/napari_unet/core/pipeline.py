@@ -174,7 +174,7 @@ def segment_zarr(segmenter, path: str | Path, labels_path: str | Path, cells_pat
     kw = dict(shape=src.shape, chunks=(chunk, chunk), zarr_format=2)
     inst = zarr.open_array(str(labels_path), mode="w-", dtype=np.uint32, fill_value=0, **kw)
     sem = zarr.open_array(str(cells_path), mode="w-", dtype=np.uint8, fill_value=0, **kw)
-    n = segmenter.segment_blocks(src, diameter, out=(sem, inst))
+    n, _ = segmenter.segment_blocks(src, diameter, out=(sem, inst))
     return _ZarrResult(sem, inst, "YX", notes=[f"blockwise, {src.shape[0]} x {src.shape[1]} px"], count=n)
 
 
