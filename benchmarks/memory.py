@@ -3,6 +3,7 @@
     python benchmarks/memory.py                     # default model, 8192 x 8192, 2 GB limit
     python benchmarks/memory.py --model runs/nuclei.pt --size 4096
     python benchmarks/memory.py --zarr --size 20480 --limit-gb 1.5   # a zarr array, block by block
+    python benchmarks/memory.py --tile 512 --limit-gb 1    # smaller network tiles: less memory, slower
 
 Writes a synthetic uint16 image of nuclei-like blobs (Gaussian blobs on a jittered grid,
 on noise; fixed seed) to a temporary folder, segments it with the command line in a child
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="model name or .pt file (default: the default model)")
     p.add_argument("--size", type=int, default=8192, help="image side in pixels (default 8192)")
     p.add_argument("--limit-gb", type=float, default=2.0, help="peak RSS limit in GB (1e9 bytes; default 2)")
+    p.add_argument("--tile", type=int, default=None, help="the command line's --tile (default: its own, 1024)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     p.add_argument("--zarr", action="store_true", help="a zarr input (X.zarr -> X_labels.zarr), segmented block by block")
     args = p.parse_args(argv)
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
           file=sys.stderr)
 
     cmd = [sys.executable, "-m", "napari_unet.cli", "segment", str(img_path), "--output", str(out_dir),
-           "--model", model, "--quiet"]
+           "--model", model, "--quiet"] + (["--tile", str(args.tile)] if args.tile else [])
     print("running:", " ".join(cmd), file=sys.stderr, flush=True)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
     print()
     print("| image | model | peak RSS (child) | wall time | MP/s | cells found / blobs drawn |")
     print("|---|---|---:|---:|---:|---:|")
-    print(f"| {args.size} x {args.size} uint16{' zarr' if args.zarr else ''} ({mp:.0f} MP) | {model} | {peak_gb:.2f} GB ({peak_kib / 1024**2:.2f} GiB) "
+    print(f"| {args.size} x {args.size} uint16{' zarr' if args.zarr else ''} ({mp:.0f} MP) | {model}{f' --tile {args.tile}' if args.tile else ''} | {peak_gb:.2f} GB ({peak_kib / 1024**2:.2f} GiB) "
           f"| {wall:.1f} s | {mp / wall:.2f} | {n_found} / {n_blobs} |")
     print()
     print(f"labels dtype {labels.dtype}; load average before the run {load:.2f} on {os.cpu_count()} CPUs")
