@@ -55,6 +55,34 @@ def test_receptive_radius_bounds_true_receptive_field(depth):
     assert reach >= net.receptive_radius() - 2 * 2**depth  # and the bound is not loose
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_aligned_radius_bounds_the_reach_of_every_offset_on_the_pooling_grid(depth):
+    """Tiles start on the pooling grid; a pixel at offset k in its pooling window is k px
+    further from its tile's top edge and (2**depth - 1 - k) px from its bottom one. With
+    positive weights (no cancellation) the gradient's support is the true reach: it never
+    passes the aligned radius, which is tight from 2 poolings on and below the
+    unaligned receptive radius."""
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(depth=depth, base_channels=2, norm="none")).eval()
+    for p in net.parameters():
+        torch.nn.init.uniform_(p, 0.1, 0.3)
+    m = net.multiple
+    n = 2 * (-(-net.receptive_radius() // m) * m) + 4 * m
+    base = n // 2 // m * m
+    x = torch.ones(1, 1, n, n, requires_grad=True)
+    y = net(x)
+    worst = 0
+    for k in range(m):
+        x.grad = None
+        y[0, 0, base + k, base + k].backward(retain_graph=True)
+        ys, xs = torch.nonzero(x.grad[0, 0] != 0, as_tuple=True)
+        for pos in (ys, xs):
+            worst = max(worst, base + k - pos.min().item() - k, pos.max().item() - base - k - (m - 1 - k))
+    assert worst <= net.aligned_radius() <= net.receptive_radius()
+    if depth >= 2:
+        assert worst == net.aligned_radius() < net.receptive_radius()
+
+
 def test_build_model_presets():
     assert build_model().config == PRESETS["default"]
     assert build_model({"depth": 2, "base_channels": 4}).config.depth == 2

@@ -455,7 +455,7 @@ class Segmenter:
         h, w = plane.shape[-2:]
         B = self.block
         scale = 1.0 / self.loaded.scale(diameter)  # image pixels per model pixel
-        halo = int(math.ceil(max(128, 2 * (self.model.receptive_radius() + 8)) * scale))
+        halo = int(math.ceil(max(128, 2 * (self.model.aligned_radius() + 8)) * scale))
         m = self.model.multiple  # block origins on the pooling grid keep probabilities exact
         halo = -(-min(halo, B // 2) // m) * m
         B = -(-B // m) * m

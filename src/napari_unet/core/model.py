@@ -144,6 +144,17 @@ class UNet(nn.Module):
         d = self.config.depth
         return 6 * (2**d - 1) + 2 * 2**d
 
+    def aligned_radius(self) -> int:
+        """How far an output can look when the input starts on the pooling grid, as every
+        tile does (:mod:`.tiling`): ``6 * 2**depth - 2`` px for a padded network (94 px
+        instead of :meth:`receptive_radius`'s 122 for 4 poolings, 46 instead of 58 for 3).
+        A pixel at offset ``k`` within its pooling window reaches ``k`` px further back but
+        is also ``k`` px further from its tile's edge, so the bound per side is the reach at
+        offset 0. ``tests/test_model.py`` measures it with gradients at every offset."""
+        if self.config.padding != "same":
+            return self.receptive_radius()
+        return min(self.receptive_radius(), 6 * 2**self.config.depth - 2)
+
     def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4:
             raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")

@@ -3,7 +3,9 @@
 The image is mirrored at its borders by ``border`` pixels, cut into tiles whose origins
 are aligned to the pooling grid, and from each tile only the pixels whose whole receptive
 field lies inside the tile (or reaches the padded image's edge, as in a whole-image pass)
-are kept. With the default margin (``model.receptive_radius()``) every kept pixel is
+are kept. With the default margin (``model.aligned_radius()``: how far a pixel can look
+when its tile starts on the pooling grid, as tiles do; 94 px, rounded to 96, for 4
+poolings) every kept pixel is
 computed from exactly the same input as in a single whole-image pass, so tiled and
 untiled predictions agree to float precision at any image size. A smaller ``margin``
 trades that exactness for speed; neighbouring tiles then overlap by ``2 * blend`` pixels
@@ -131,7 +133,7 @@ def plan_tiles(shape, model, tile: int = 512, margin: int | None = None, blend: 
                border: int | None = None) -> TileGeometry:
     """Tile layout for ``model`` (a :class:`~napari_unet.core.model.UNet`)."""
     if margin is None:
-        margin = model.receptive_radius()
+        margin = model.aligned_radius()
     return TileGeometry(shape, tile, margin, model.multiple, blend, border)
 
 
@@ -253,12 +255,13 @@ def predict_image(net, image: np.ndarray, tile: int = 512, margin: int | None = 
                   progress: Callable[[int, int], None] | None = None, border: int | None = None) -> np.ndarray:
     """Class probabilities ``(K, H, W)`` of a normalised ``(H, W)`` or ``(C, H, W)`` image:
     THE tiled prediction that segmentation, training validation and fine-tuning previews
-    share. ``margin`` defaults to the receptive radius (exact: equal to one whole-image
-    pass), at least the shrink of an unpadded network. ``border`` (default
+    share. ``margin`` defaults to the receptive radius on the pooling grid
+    (:meth:`~.model.UNet.aligned_radius`; exact: equal to one whole-image pass), at least
+    the shrink of an unpadded network. ``border`` (default
     :data:`BORDER`; an unpadded network: the margin) mirrors the image's own edges."""
     plane = image[None] if image.ndim == 2 else image
     if margin is None:
-        margin = max(net.receptive_radius(), net.shrink())
+        margin = max(net.aligned_radius(), net.shrink())
     if border is None:
         border = margin if net.shrink() or BORDER is None else BORDER
     geom = plan_tiles(plane.shape[-2:], net, tile, margin, blend, border)
