@@ -1,9 +1,11 @@
 """The generalist's size check with its two settings changed in-process.
 
 ``inference.FIT_STATISTIC`` (which size of the objects found at the model's scale the fit
-check reads) and ``inference.CONSISTENCY`` (whether the full search confirms its pick at
-the size it found). Prints pooled F1 / mean AP and the mean of the images' F1 per folder;
-``FOLDER:N`` takes every N-th image (e.g. a development subset of a train split).
+check reads), ``inference.CONSISTENCY`` (whether the full search confirms its pick at
+the size it found) and ``inference.SMALL_FIT`` (cells found smaller than the model by more
+than this factor are enlarged to its size). Prints pooled F1 / mean AP and the mean of the
+images' F1 per folder; ``FOLDER:N`` takes every N-th image (e.g. a development subset of a
+train split), ``FOLDER:N:K`` every N-th from the K-th.
 
     python -W ignore benchmarks/size_check.py --statistic area-weighted --consistency 0 \\
         ../shared/data/dsb2018/train:10 ../shared/data/dsb2018/val
@@ -26,6 +28,7 @@ def main() -> None:
     ap.add_argument("--statistic", default=inference.FIT_STATISTIC, choices=["area-weighted", "median"])
     ap.add_argument("--consistency", type=float, default=inference.CONSISTENCY, help="0: off")
     ap.add_argument("--tolerance", type=float, default=inference.AUTO_TOLERANCE)
+    ap.add_argument("--small-fit", type=float, default=inference.SMALL_FIT, help="0: off")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", help="write every result here")
     args = ap.parse_args()
@@ -34,15 +37,16 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     inference.FIT_STATISTIC, inference.CONSISTENCY = args.statistic, args.consistency
-    inference.AUTO_TOLERANCE = args.tolerance
+    inference.AUTO_TOLERANCE, inference.SMALL_FIT = args.tolerance, args.small_fit
     results = {}
     for spec in args.folders:
-        folder, _, step = spec.partition(":")
-        pairs = find_pairs([folder], None)[:: int(step or 1)]
+        folder, _, rest = spec.partition(":")
+        step, _, first = rest.partition(":")
+        pairs = find_pairs([folder], None)[int(first or 0) :: int(step or 1)]
         r = evaluate_model(args.model, pairs, diameter=None)
         results[spec] = r
         per = np.mean([x["f1"] for x in r["per_image"]])
-        print(f"{args.statistic}, consistency {args.consistency:g}: {spec}: F1 {r['f1']:.4f} mean AP {r['mean_ap']:.4f} "
+        print(f"{args.statistic}, consistency {args.consistency:g}, small fit {args.small_fit:g}: {spec}: F1 {r['f1']:.4f} mean AP {r['mean_ap']:.4f} "
               f"precision {r['precision']:.3f} recall {r['recall']:.3f} mean of images' F1 {per:.4f} ({r['mp_per_s']:.2f} MP/s)", flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -90,10 +90,32 @@ def test_pieces_of_large_nuclei_are_caught_at_half_scale(seg, data_dir, monkeypa
     img, truth = _read(data_dir, "dsb2018", "c901794d1a42")
     true = median_diameter(truth)
     monkeypatch.setattr(inference, "FRAGMENT_RATIO", 0.0)
+    monkeypatch.setattr(inference, "SMALL_FIT", 0.0)
     assert seg.auto_diameter(img)[0] is None  # taken as fitting the model
+    monkeypatch.undo()
+    monkeypatch.setattr(inference, "FRAGMENT_RATIO", 0.0)
+    found = seg.auto_diameter(img)[0]  # the pieces' size (SMALL_FIT): a known limit
+    assert found is not None and found < 0.3 * true
     monkeypatch.setattr(inference, "FRAGMENT_RATIO", 2.0)
     found = seg.auto_diameter(img)[0]
     assert found is not None and abs(found / true - 1) < 0.25, (found, true)
+
+
+def test_small_nuclei_inside_the_tolerance_are_enlarged_to_the_models_size(seg, data_dir, monkeypatch):
+    """Dense nuclei of 13.4 px (dsb2018/val 0402a81e7526) are found as about 16 px at the
+    model's scale (22 px): inside the tolerance, but merged there. More than SMALL_FIT
+    smaller than the model, they are segmented at the size found, which separates more."""
+    from napari_unet.core import inference
+
+    img, truth = _read(data_dir, "dsb2018", "0402a81e7526")
+    d, note, whole = seg.auto_diameter(img)
+    assert d is not None and d * inference.SMALL_FIT < seg.loaded.diameter and whole is None
+    assert "enlarged" in note and abs(d / median_diameter(truth) - 1) < 0.25, (d, note)
+    enlarged = summarize([instance_scores(seg.segment(img, "auto").instances, truth)])["f1"]
+    monkeypatch.setattr(inference, "SMALL_FIT", 0.0)
+    assert seg.auto_diameter(img)[0] is None  # off: kept at the model's scale
+    kept = summarize([instance_scores(seg.segment(img, "auto").instances, truth)])["f1"]
+    assert enlarged > kept + 0.05, (enlarged, kept)
 
 
 def test_size_search_skips_a_scale_that_is_not_a_fixed_point(seg, monkeypatch):
