@@ -40,11 +40,12 @@ AUTO_TOLERANCE = 1.5
 #: inside :data:`AUTO_TOLERANCE`) are segmented at the size found there (their median),
 #: i.e. enlarged to the model's size: the network separates small touching nuclei better
 #: there (0: kept at the model's scale). Measured with the generalist (F1 / mean AP, off ->
-#: on): dsb2018/val 0.831 / 0.476 -> 0.845 / 0.485, every 10th dsb2018/train image 0.874 -> 0.878,
-#: every 10th from the 5th 0.879 -> 0.881 (1.25 and 1.35 gained less, 1.0 as much), bbbc039
-#: unchanged (its nuclei are larger than the model's); ``benchmarks/size_check.py``. Unlike the full
-#: search's estimate for such images (tried before: dsb2018/val 0.825 -> 0.794), the fit
-#: check's own median is reliable for cells this close to the model's size.
+#: on): dsb2018/val 0.831 / 0.476 -> 0.845 / 0.485 (its colour images 0.671 -> 0.708),
+#: every 10th dsb2018/train image 0.874 -> 0.878, every 10th from the 5th 0.879 -> 0.881
+#: (1.25 and 1.35 gained less, 1.0 as much), bbbc039 unchanged (its nuclei are larger
+#: than the model's); ``benchmarks/size_check.py``. Unlike the full search's estimate for
+#: such images (tried before: dsb2018/val 0.825 -> 0.794), the fit check's own median is
+#: reliable for cells this close to the model's size.
 SMALL_FIT = 1.15
 
 #: Large cells can come out of the network in model-sized pieces, which pass the fit check.
@@ -247,8 +248,9 @@ class Segmenter:
         :data:`AUTO_TOLERANCE` of the model's size, which its scale augmentation already
         covers (unless they are more than :data:`SMALL_FIT` smaller than the model: then
         the size found there); otherwise the estimate of :meth:`estimate_diameter`.
-        Rescaling cells that already fit to the search's estimate only costs accuracy (val F1, generalist: dsb2018 0.770 always rescaled,
-        0.783 with the tolerance, 0.733 never; bbbc039 0.936 / 0.944-0.949 / 0.949;
+        Rescaling cells that already fit to the search's estimate only costs accuracy
+        (val F1, generalist: dsb2018 0.770 always rescaled, 0.783 with the tolerance,
+        0.733 never; bbbc039 0.936 / 0.944-0.949 / 0.949;
         ``benchmarks/auto_diameter.py``). ``result`` is ``(probs, semantic, instances)`` of
         the whole plane when the first, model-scale pass already covered all of it and is
         kept, so small images pay nothing for the check.

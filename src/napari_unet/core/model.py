@@ -191,8 +191,8 @@ class UNet(nn.Module):
             # inference: the same function without the concatenated copy. The first
             # convolution is split into its halves over the skip and the up-sampled maps,
             # each freed once used: at full resolution the peak holds three maps of the
-            # base channels instead of four plus the concatenation (a 1120 px tile: about
-            # 100 MB less; tests/test_model.py checks the equality)
+            # base channels instead of four plus the concatenation (a 1120 px tile's forward
+            # pass: about 384 -> 322 MB at its peak; tests/test_model.py checks the equality)
             conv, c = dec[0], skip.shape[1]
             y = F.conv2d(skip, conv.weight[:, :c], conv.bias, conv.stride, conv.padding)
             del skip
