@@ -5,11 +5,10 @@ are aligned to the pooling grid, and from each tile only the pixels whose whole 
 field lies inside the tile (or reaches the padded image's edge, as in a whole-image pass)
 are kept. With the default margin (``model.aligned_radius()``: how far a pixel can look
 when its tile starts on the pooling grid, as tiles do; 94 px, rounded to 96, for 4
-poolings) every kept pixel is
-computed from exactly the same input as in a single whole-image pass, so tiled and
-untiled predictions agree to float precision at any image size. A smaller ``margin``
-trades that exactness for speed; neighbouring tiles then overlap by ``2 * blend`` pixels
-and are cross-faded linearly.
+poolings) every kept pixel is computed from exactly the same input as in a single
+whole-image pass, so tiled and untiled predictions agree to float precision at any
+image size. A smaller ``margin`` trades that exactness for speed; neighbouring tiles then
+overlap by ``2 * blend`` pixels and are cross-faded linearly.
 
 ``border`` is how the image's own edges are seen: mirrored by the whole receptive radius
 (:class:`TileGeometry`'s default), by less (:func:`predict_image`'s default,
