@@ -109,6 +109,39 @@ def test_lazy_plane_is_read_block_by_block(data_dir, shipped_model):
     np.testing.assert_array_equal(small.instances, Segmenter(shipped_model).segment(img).instances)
 
 
+def test_large_uncompressed_tiff_is_segmented_from_disk_with_the_in_memory_labels(tmp_path, data_dir, shipped_model, monkeypatch):
+    """``segment`` reads a 2D TIFF larger than a block piece by piece from disk (the frame
+    is never in memory whole) and writes the labels it gets in memory; a compressed TIFF,
+    a stack or an RGB image is read whole as before."""
+    from napari_unet.core import batch, data, normalize
+
+    monkeypatch.setattr(normalize, "_MAX_SAMPLES", 10_000)  # the limits from a subsample, as on a large frame
+    img = np.tile(tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif"), (1, 2))  # 520 x 1392
+    tifffile.imwrite(tmp_path / "frame.tif", img)
+    tifffile.imwrite(tmp_path / "packed.tif", img, compression="zlib")
+    seg = Segmenter(shipped_model, block=256)
+    whole = seg.segment(img)
+    assert whole.instances.max() > 20
+    plane = data.open_plane(tmp_path / "frame.tif")
+    assert isinstance(plane, data.TiffPlane) and plane.shape == img.shape
+    np.testing.assert_array_equal(plane[7:301:3, ::5], img[7:301:3, ::5])
+    assert data.open_plane(tmp_path / "packed.tif") is None
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([img, img]))
+    assert data.open_plane(tmp_path / "stack.tif") is None
+    reads = []
+    read = data.TiffPlane.__getitem__
+    monkeypatch.setattr(data.TiffPlane, "__getitem__", lambda self, key: reads.append(read(self, key)) or reads[-1])
+    res = batch.segment_file(seg, tmp_path / "frame.tif", tmp_path / "out")
+    assert len(reads) > 6 and max(r.size for r in reads) < img.size  # blocks, crops and a sample
+    np.testing.assert_array_equal(res.instances, whole.instances)
+    np.testing.assert_array_equal(res.semantic, whole.semantic)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "frame_labels.tif"), whole.instances)
+    reads.clear()
+    packed = batch.segment_file(seg, tmp_path / "packed.tif", tmp_path / "out")
+    assert not reads
+    np.testing.assert_array_equal(packed.instances, whole.instances)
+
+
 def test_model_of_several_sizes_checks_the_diameter_by_default(tmp_path, data_dir, shipped_model):
     from scipy import ndimage as ndi
 

@@ -84,7 +84,7 @@ def segment_file(segmenter, path: Path, out: Path, diameter=None, axes: str | No
     labels, cells, *table = outputs_for(path, out, measure)
     if path.suffix.lower() == ".zarr":
         return segment_zarr(segmenter, path, labels, cells, diameter)
-    inp = read_input(path, axes, anisotropy, channel, rgb=rgb)
+    inp = _on_disk(segmenter, path, axes, channel, rgb) or read_input(path, axes, anisotropy, channel, rgb=rgb)
     res = segment_input(segmenter, inp, diameter)
     write_tiff(labels, res.instances, **res.tiff_kwargs)
     write_tiff(cells, res.semantic, **res.tiff_kwargs)
@@ -93,6 +93,21 @@ def segment_file(segmenter, path: Path, out: Path, diameter=None, axes: str | No
 
         write_csv(res.measurements(), table[0])
     return res
+
+
+def _on_disk(segmenter, path: Path, axes, channel, rgb):
+    """A 2D grayscale TIFF larger than a block as an :class:`.pipeline.Input` read from
+    disk block by block (:class:`.data.TiffPlane`; the same labels as read whole, with the
+    frame never in memory), else ``None``."""
+    from .data import open_plane
+    from .pipeline import Input
+
+    if axes not in (None, "YX") or channel is not None or rgb or getattr(segmenter, "in_channels", 1) > 1:
+        return None
+    plane = open_plane(path)
+    if plane is None or max(plane.shape) <= getattr(segmenter, "block", 0):
+        return None
+    return Input(plane, "YX", 1.0, None, [])
 
 
 def run_folder(segmenter, inputs: list[Path], out: Path, diameter=None, measure: bool = True,

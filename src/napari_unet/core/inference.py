@@ -526,16 +526,23 @@ class Segmenter:
     def segment(self, image: np.ndarray, diameter: float | str | None = None, rgb: bool | None = None, progress: Progress | None = None) -> Segmentation:
         """Segment a 2D image, an RGB image or a stack of planes (plane by plane).
 
-        Returns labels with the image's shape (without the colour axis).
+        Returns labels with the image's shape (without the colour axis). A 2D grayscale
+        plane larger than a block may also be an array on disk that reads what it is
+        sliced for (zarr, :class:`.data.TiffPlane`): it is then read block by block, with
+        the same answer as in memory.
         """
-        image = np.asarray(image)
         asked = diameter
         diameter = self.resolve_diameter(diameter)
-        if self.in_channels > 1:
+        lazy = not isinstance(image, np.ndarray) and getattr(image, "ndim", 0) == 2 and not rgb
+        if lazy and self.in_channels == 1 and max(image.shape) > self.block:
+            planes, notes, out_shape = [image], [], tuple(image.shape)
+        elif self.in_channels > 1:
+            image = np.asarray(image)
             planes, notes, out_shape = channel_planes(image, self.in_channels, self.loaded.name)
         else:
+            image = np.asarray(image)
             planes, notes, out_shape = as_planes(image, rgb)
-        colour = out_shape != image.shape and self.in_channels == 1
+        colour = out_shape != tuple(image.shape) and self.in_channels == 1
         other = self.delegate_for(planes[0], colour=colour)
         if other is not None:  # a specialist does better on such images: hand them over
             res = other.segment(image, asked, rgb, progress)
@@ -553,7 +560,7 @@ class Segmenter:
                 return res
         limits = None
         sems, insts = [], []
-        n = planes.shape[0]
+        n = len(planes)
         used = None
         for i, plane in enumerate(planes):
             sub = None
