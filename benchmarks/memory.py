@@ -3,7 +3,8 @@
     python benchmarks/memory.py                     # default model, 8192 x 8192, 2 GB limit
     python benchmarks/memory.py --model runs/nuclei.pt --size 4096
     python benchmarks/memory.py --zarr --size 20480 --limit-gb 1.5   # a zarr array, block by block
-    python benchmarks/memory.py --tile 512 --limit-gb 1    # smaller network tiles: less memory, slower
+    python benchmarks/memory.py --tile 512 --limit-gb 1    # smaller network tiles
+    python benchmarks/memory.py --compress               # a zlib-compressed TIFF (read strip by strip)
 
 Writes a synthetic uint16 image of nuclei-like blobs (Gaussian blobs on a jittered grid,
 on noise; fixed seed) to a temporary folder, segments it with the command line in a child
@@ -101,6 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--tile", type=int, default=None, help="the command line's --tile (default: its own, 1024)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     p.add_argument("--zarr", action="store_true", help="a zarr input (X.zarr -> X_labels.zarr), segmented block by block")
+    p.add_argument("--compress", action="store_true", help="a zlib-compressed TIFF input (default: uncompressed)")
     args = p.parse_args(argv)
     model = args.model or default_model()
 
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
         n_blobs = _write_zarr(img_path, args.size)
     else:
         image, n_blobs = synthetic_nuclei((args.size, args.size))
-        tifffile.imwrite(img_path, image)
+        tifffile.imwrite(img_path, image, compression="zlib" if args.compress else None)
         del image
     print(f"wrote {img_path} ({args.size} x {args.size} uint16, {n_blobs} blobs) in {time.perf_counter() - t0:.1f} s",
           file=sys.stderr)
@@ -145,7 +147,7 @@ def main(argv=None) -> int:
     print()
     print("| image | model | peak RSS (child) | wall time | MP/s | cells found / blobs drawn |")
     print("|---|---|---:|---:|---:|---:|")
-    print(f"| {args.size} x {args.size} uint16{' zarr' if args.zarr else ''} ({mp:.0f} MP) | {model}{f' --tile {args.tile}' if args.tile else ''} | {peak_gb:.2f} GB ({peak_kib / 1024**2:.2f} GiB) "
+    print(f"| {args.size} x {args.size} uint16{' zarr' if args.zarr else ' zlib TIFF' if args.compress else ''} ({mp:.0f} MP) | {model}{f' --tile {args.tile}' if args.tile else ''} | {peak_gb:.2f} GB ({peak_kib / 1024**2:.2f} GiB) "
           f"| {wall:.1f} s | {mp / wall:.2f} | {n_found} / {n_blobs} |")
     print()
     print(f"labels dtype {labels.dtype}; load average before the run {load:.2f} on {os.cpu_count()} CPUs")

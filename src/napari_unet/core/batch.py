@@ -97,7 +97,7 @@ def segment_file(segmenter, path: Path, out: Path, diameter=None, axes: str | No
 
 def _on_disk(segmenter, path: Path, axes, channel, rgb):
     """A 2D grayscale TIFF larger than a block as an :class:`.pipeline.Input` read from
-    disk block by block (:class:`.data.TiffPlane`; the same labels as read whole, with the
+    disk block by block (:func:`.data.open_plane`; the same labels as read whole, with the
     frame never in memory), else ``None``."""
     from .data import open_plane
     from .pipeline import Input

@@ -58,10 +58,13 @@ class TiffPlane:
         return f"TiffPlane({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
 
 
-def open_plane(path: str | Path) -> TiffPlane | None:
-    """``path`` as a :class:`TiffPlane` when it holds one 2D grayscale image stored
-    uncompressed in one piece (what ``tifffile.imwrite`` and many cameras write), else
-    ``None`` (read it with :func:`read_image`)."""
+def open_plane(path: str | Path):
+    """``path`` as a 2D array read from disk piece by piece, or ``None`` (read it whole with
+    :func:`read_image`): a :class:`TiffPlane` when the file holds one 2D grayscale image
+    stored uncompressed in one piece (what ``tifffile.imwrite`` and many cameras write); a
+    read-only zarr array over the file (``tifffile``'s zarr store) when that image is stored
+    in several strips or tiles (compressed TIFFs), each slicing decoding only the strips
+    it touches."""
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
         return None
@@ -72,10 +75,15 @@ def open_plane(path: str | Path) -> TiffPlane | None:
             if len(tf.series) != 1:
                 return None
             s = tf.series[0]
-            offset = s.dataoffset
-            if offset is None or len(s.shape) != 2 or s.dtype.kind not in "biuf" or len(s.levels) != 1:
+            if len(s.shape) != 2 or s.dtype.kind not in "biuf" or len(s.levels) != 1 or len(s.pages) != 1:
                 return None
-            return TiffPlane(path, offset, s.dtype.newbyteorder(tf.byteorder), s.shape)
+            if s.dataoffset is not None:
+                return TiffPlane(path, s.dataoffset, s.dtype.newbyteorder(tf.byteorder), s.shape)
+            if len(s.pages[0].dataoffsets) < 2:  # one compressed piece: decoded whole anyway
+                return None
+        import zarr
+
+        return zarr.open(tifffile.imread(path, aszarr=True), mode="r")
     except Exception:  # noqa: BLE001 - anything odd: read_image reads it (or words the error)
         return None
 
