@@ -164,3 +164,59 @@ def test_distance_head_trains_and_seeds_touching_discs(tmp_path):
     assert 0 <= p[0, 3].min() and p[0, 3].max() <= 1
     with pytest.raises(ValueError, match="distance head"):
         Trainer(build_model("small"), [smp], [], conf)
+
+
+def test_slow_validation_is_spaced_to_a_share_of_the_run(monkeypatch):
+    """Validations asked every few seconds take at most about MAX_VAL_SHARE of a run: a
+    slow one is repeated less often (a slow CPU keeps its training steps)."""
+    import time
+
+    from napari_unet.core import training
+
+    lab = discs()
+    smp = Sample((lab > 0).astype(np.float32), instances=lab)
+    cost = 0.15
+
+    def slow_score(model, samples):
+        time.sleep(cost)
+        return 0.5
+
+    def run(share):
+        monkeypatch.setattr(training, "MAX_VAL_SHARE", share)
+        conf = TrainConfig(patch=32, batch=2, steps=10**6, val_every=10**9, val_every_s=0.01, warmup=1, time_budget=1.5)
+        trainer = Trainer(build_model("small"), [smp], [smp], conf, score_fn=slow_score, device="cpu")
+        history = list(trainer.run())
+        return sum(1 for p in history[1:] if p.val_score is not None and not np.isnan(p.val_score)), trainer.step
+
+    n_spaced, steps_spaced = run(0.15)
+    n_every, steps_every = run(1.0)  # a share of 1: validate as often as asked
+    assert n_spaced <= 1.5 * 0.15 / cost + 2  # about one every cost / share seconds (plus the last)
+    assert n_every >= 2 * n_spaced and steps_spaced > steps_every
+
+
+def test_region_probabilities_on_the_cpu_come_from_a_folded_channels_last_copy(monkeypatch):
+    """predict_probs runs a copy with folded batch norms in channels_last: the same
+    probabilities as the model itself, which is left unchanged."""
+    from napari_unet.core import model as model_module
+    from napari_unet.core.tiling import predict_image
+    from napari_unet.core.training import predict_probs
+
+    torch.manual_seed(0)
+    net = build_model("small")
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # statistics away from the identity
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    img = np.random.default_rng(1).random((1, 96, 80)).astype(np.float32)
+    copies = []
+    fold = model_module.fold_batchnorm
+    monkeypatch.setattr(model_module, "fold_batchnorm", lambda m: copies.append(fold(m)) or copies[-1])
+    fast = predict_probs(net, img, (10, 70, 5, 60))
+    assert len(copies) == 1 and copies[0].down[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not net.down[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain = predict_image(net, img[0], tile=512)[:, 10:70, 5:60]
+    np.testing.assert_allclose(fast, plain, atol=1e-4)
+    assert _same(before, net.state_dict()) and not any(isinstance(m, torch.nn.Identity) for m in net.modules())
+    assert next(net.parameters()).is_contiguous()
