@@ -1,4 +1,4 @@
-"""Reading image / label pairs from disk and measuring object sizes."""
+"""Reading image / label pairs from disk, large 2D TIFFs piece by piece, and measuring object sizes."""
 
 from __future__ import annotations
 
