@@ -181,6 +181,7 @@ def main(argv=None) -> int:
     print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
 
     # ---- U-Net fine-tuning, timed as a user pressing Train -------------------------------
+    import torch._dynamo  # the optimiser imports it (2.4 s); the widget does so when it opens
     torch.set_num_threads(threads)
     plane = strokes[0][1]
     t_press = time.perf_counter()

@@ -330,3 +330,42 @@ def test_moving_average_decay_is_checked(em, finetune_base):
     img, lab, ann = em
     with pytest.raises(ValueError, match="ema"):
         make_finetuner(img, ann, finetune_base, ema=1.0)
+
+
+def test_held_out_strokes_are_scored_stroke_by_stroke_with_the_whole_box_answer(em, finetune_base, monkeypatch):
+    """Validation predicts each held-out stroke with its context, not the box around them
+    all: fewer network pixels, the same score."""
+    from scipy import ndimage as ndi
+
+    from napari_unet.core import finetune, training
+    from napari_unet.core.losses import BACKGROUND, CELL, IGNORE
+
+    img, lab, dense = em
+    model = load_model(finetune_base).model.eval()
+    context = max(model.receptive_radius(), model.shrink())
+    # all 24 strokes of the 256 px crop: one box around them all costs less
+    assert finetune._stroke_boxes(dense, context) == [finetune._labeled_box(dense)]
+    comp, n = ndi.label(dense > 0, np.ones((3, 3)))
+    corner = [sum(c) for c in ndi.center_of_mass(dense > 0, comp, range(1, n + 1))]
+    far = [int(np.argmin(corner)) + 1, int(np.argmax(corner)) + 1]  # two held-out strokes, far apart
+    ann = np.where(np.isin(comp, far), dense, 0)
+
+    codes = np.choose(ann, [IGNORE, CELL, BACKGROUND]).astype(np.uint8)  # strokes: 1 cell, 2 not cell
+    samples = [training.Sample(normalize(img).astype(np.float32)[None], codes=codes)]
+    boxes = finetune._stroke_boxes(ann, context)
+    assert len(boxes) == 2 and all((ann[y0:y1, x0:x1] > 0).any() for y0, y1, x0, x1 in boxes)
+    covered = np.zeros(ann.shape, bool)
+    for y0, y1, x0, x1 in boxes:
+        covered[y0:y1, x0:x1] = True
+    assert covered[ann > 0].all()
+    pixels = []
+    predict = training.predict_probs
+    monkeypatch.setattr(finetune, "predict_probs", lambda m, x, region: pixels.append(
+        (min(x.shape[-2], region[1] + context) - max(0, region[0] - context)) * (min(x.shape[-1], region[3] + context) - max(0, region[2] - context))) or predict(m, x, region))
+    by_stroke = finetune.labeled_miou(model, samples)
+    stroke_pixels = sum(pixels)
+    pixels.clear()
+    monkeypatch.setattr(finetune, "_stroke_boxes", lambda codes, ctx: [finetune._labeled_box(codes)])
+    whole = finetune.labeled_miou(model, samples)
+    assert by_stroke == pytest.approx(whole, abs=1e-4) and 0.3 < whole < 1.0
+    assert stroke_pixels < 0.8 * sum(pixels)

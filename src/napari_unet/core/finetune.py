@@ -63,7 +63,7 @@ from .losses import BACKGROUND, BOUNDARY, CELL, INTERIOR
 from .models import FINETUNE_BASE, LoadedModel, load_model
 from .normalize import to_gray
 from .postprocess import Postprocess
-from .training import Sample, TrainConfig, Trainer, predict_probs, samples_from_annotations, train_mode
+from .training import Sample, TrainConfig, Trainer, inference_copy, predict_probs, samples_from_annotations, train_mode
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -458,28 +458,48 @@ def _labeled_box(codes: np.ndarray) -> tuple[int, int, int, int]:
     return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
 
+def _stroke_boxes(codes: np.ndarray, context: int) -> list[tuple[int, int, int, int]]:
+    """Boxes covering the labeled pixels of ``codes``: one per stroke (connected labels)
+    when they and their ``context`` cost fewer network pixels than the one box around all
+    labels, else that box."""
+    from scipy import ndimage as ndi
+
+    whole = _labeled_box(codes)
+    comp, _ = ndi.label(codes > 0, np.ones((3, 3), bool))
+    boxes = [(a.start, a.stop, b.start, b.stop) for a, b in ndi.find_objects(comp)]
+
+    def cost(box):
+        return (box[1] - box[0] + 2 * context) * (box[3] - box[2] + 2 * context)
+
+    return boxes if sum(map(cost, boxes)) < cost(whole) else [whole]
+
+
 def labeled_miou(model, samples: Sequence[Sample]) -> float:
     """Mean of the cell and the not-cell pixel IoU over the labeled pixels of ``samples``.
 
-    Only the bounding box of each sample's labels is predicted (with full context), so
-    validating on strokes in a large image stays cheap. Unlike the cell IoU alone, this
-    score drops when a model calls everything a cell.
+    Only the strokes are predicted, each with its full context (or the bounding box of
+    all the labels, when that is cheaper), so validating on a few strokes in an image
+    stays cheap: the held-out strokes of two 512 px EM images cost about a third of the
+    pixels of their bounding boxes. Unlike the cell IoU alone, this score drops when a
+    model calls everything a cell.
     """
     inter = np.zeros(2)
     union = np.zeros(2)
+    context = max(model.receptive_radius(), model.shrink())
+    model = inference_copy(model)  # once for every stroke
     for s in samples:
         codes = s.full_codes()
         if not codes.any():
             continue
-        y0, y1, x0, x1 = _labeled_box(codes)
-        probs = predict_probs(model, s.image, (y0, y1, x0, x1))
-        c = codes[y0:y1, x0:x1]
-        lab = c > 0
-        pred = probs[0] < 0.5
-        truth = np.isin(c, (INTERIOR, BOUNDARY, CELL))
-        for k, (p, t) in enumerate(((pred, truth), (~pred, ~truth))):
-            inter[k] += np.count_nonzero(p & t & lab)
-            union[k] += np.count_nonzero((p | t) & lab)
+        for y0, y1, x0, x1 in _stroke_boxes(codes, context):
+            probs = predict_probs(model, s.image, (y0, y1, x0, x1))
+            c = codes[y0:y1, x0:x1]
+            lab = c > 0
+            pred = probs[0] < 0.5
+            truth = np.isin(c, (INTERIOR, BOUNDARY, CELL))
+            for k, (p, t) in enumerate(((pred, truth), (~pred, ~truth))):
+                inter[k] += np.count_nonzero(p & t & lab)
+                union[k] += np.count_nonzero((p | t) & lab)
     ious = [i / u for i, u in zip(inter, union) if u > 0]
     return float(np.mean(ious)) if ious else 0.0
 
