@@ -195,8 +195,9 @@ def test_slow_validation_is_spaced_to_a_share_of_the_run(monkeypatch):
 
 
 def test_region_probabilities_on_the_cpu_come_from_a_folded_channels_last_copy(monkeypatch):
-    """predict_probs runs a copy with folded batch norms in channels_last: the same
-    probabilities as the model itself, which is left unchanged."""
+    """predict_probs runs a copy with folded batch norms in channels_last, on a crop
+    aligned to the image's pooling grid: the probabilities of the whole image, from the
+    model itself, which is left unchanged."""
     from napari_unet.core import model as model_module
     from napari_unet.core.tiling import predict_image
     from napari_unet.core.training import predict_probs
@@ -209,14 +210,16 @@ def test_region_probabilities_on_the_cpu_come_from_a_folded_channels_last_copy(m
             m.running_var.uniform_(0.5, 2.0)
     net.eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    img = np.random.default_rng(1).random((1, 96, 80)).astype(np.float32)
+    r = max(net.receptive_radius(), net.shrink())
+    y0, x0 = r + 3, r + 5  # the context starts off the pooling grid: the crop must be aligned
+    img = np.random.default_rng(1).random((1, 2 * r + 60, 2 * r + 50)).astype(np.float32)
     copies = []
     fold = model_module.fold_batchnorm
     monkeypatch.setattr(model_module, "fold_batchnorm", lambda m: copies.append(fold(m)) or copies[-1])
-    fast = predict_probs(net, img, (10, 70, 5, 60))
+    fast = predict_probs(net, img, (y0, y0 + 40, x0, x0 + 30))
     assert len(copies) == 1 and copies[0].down[1][0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not net.down[1][0].weight.is_contiguous(memory_format=torch.channels_last)
-    plain = predict_image(net, img[0], tile=512)[:, 10:70, 5:60]
+    plain = predict_image(net, img[0], tile=1024)[:, y0 : y0 + 40, x0 : x0 + 30]
     np.testing.assert_allclose(fast, plain, atol=1e-4)
     assert _same(before, net.state_dict()) and not any(isinstance(m, torch.nn.Identity) for m in net.modules())
     assert next(net.parameters()).is_contiguous()

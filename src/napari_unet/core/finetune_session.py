@@ -48,7 +48,8 @@ def predict_region(
     if limits is None:
         limits = compute_percentiles(plane, *percentiles)
     r = int(np.ceil(model.receptive_radius() / scale))
-    Y0, Y1, X0, X1 = max(0, y0 - r), min(H, y1 + r), max(0, x0 - r), min(W, x1 + r)
+    m = model.multiple if scale == 1.0 else 1  # at the image's scale: on its pooling grid
+    Y0, Y1, X0, X1 = max(0, y0 - r) // m * m, min(H, y1 + r), max(0, x0 - r) // m * m, min(W, x1 + r)
     x = normalize(plane[Y0:Y1, X0:X1], limits=limits)
     if scale == 1.0:
         probs = predict_probs(model, x, (y0 - Y0, y1 - Y0, x0 - X0, x1 - X0), precision)
