@@ -385,9 +385,9 @@ def predict_probs(model: UNet, image: np.ndarray, region: tuple[int, int, int, i
     The region is predicted with its real surroundings (the receptive radius) as context,
     from a crop that starts on the image's pooling grid, so the result equals that region
     of a whole-image prediction (an unaligned crop pools other windows: up to 0.22 apart
-    in probability with ``nuclei`` on EM). ``model`` must be in
-    eval mode. On the CPU a copy with its batch norms folded runs in channels_last, as
-    the Segmenter's (``nuclei`` on a 512 px image, one thread: 0.46 -> 0.26 s): the
+    in probability with ``nuclei`` on EM). ``model`` must be in eval mode. On the CPU a
+    copy with its batch norms folded runs in channels_last (:func:`inference_copy`, as the
+    Segmenter's; ``nuclei`` on a 512 px image, one thread: 0.46 -> 0.26 s): the
     fine-tuner's validation and live previews use this.
     """
     from .tiling import predict_image
