@@ -344,7 +344,14 @@ def test_held_out_strokes_are_scored_stroke_by_stroke_with_the_whole_box_answer(
     model = load_model(finetune_base).model.eval()
     context = max(model.receptive_radius(), model.shrink())
     # all 24 strokes of the 256 px crop: one box around them all costs less
-    assert finetune._stroke_boxes(dense, context) == [finetune._labeled_box(dense)]
+    (box, mask), = finetune._stroke_boxes(dense, context)
+    assert box == finetune._labeled_box(dense) and mask.sum() == (dense > 0).sum()
+    # strokes whose boxes overlap: each pixel is scored once, by its own stroke's box
+    crossing = np.zeros((40, 40), np.uint8)
+    crossing[np.arange(5, 25), np.arange(5, 25)] = 1
+    crossing[2:13, 22] = 2  # a separate stroke inside the first one's box
+    parts = finetune._stroke_boxes(crossing, 0)
+    assert len(parts) == 2 and sum(int(m.sum()) for _, m in parts) == (crossing > 0).sum()
     comp, n = ndi.label(dense > 0, np.ones((3, 3)))
     corner = [sum(c) for c in ndi.center_of_mass(dense > 0, comp, range(1, n + 1))]
     far = [int(np.argmin(corner)) + 1, int(np.argmax(corner)) + 1]  # two held-out strokes, far apart
@@ -353,10 +360,10 @@ def test_held_out_strokes_are_scored_stroke_by_stroke_with_the_whole_box_answer(
     codes = np.choose(ann, [IGNORE, CELL, BACKGROUND]).astype(np.uint8)  # strokes: 1 cell, 2 not cell
     samples = [training.Sample(normalize(img).astype(np.float32)[None], codes=codes)]
     boxes = finetune._stroke_boxes(ann, context)
-    assert len(boxes) == 2 and all((ann[y0:y1, x0:x1] > 0).any() for y0, y1, x0, x1 in boxes)
+    assert len(boxes) == 2 and all(m.any() for _, m in boxes)
     covered = np.zeros(ann.shape, bool)
-    for y0, y1, x0, x1 in boxes:
-        covered[y0:y1, x0:x1] = True
+    for (y0, y1, x0, x1), m in boxes:
+        covered[y0:y1, x0:x1] |= m
     assert covered[ann > 0].all()
     pixels = []
     predict = training.predict_probs
@@ -365,7 +372,11 @@ def test_held_out_strokes_are_scored_stroke_by_stroke_with_the_whole_box_answer(
     by_stroke = finetune.labeled_miou(model, samples)
     stroke_pixels = sum(pixels)
     pixels.clear()
-    monkeypatch.setattr(finetune, "_stroke_boxes", lambda codes, ctx: [finetune._labeled_box(codes)])
+    def one_box(codes, ctx):
+        y0, y1, x0, x1 = finetune._labeled_box(codes)
+        return [((y0, y1, x0, x1), codes[y0:y1, x0:x1] > 0)]
+
+    monkeypatch.setattr(finetune, "_stroke_boxes", one_box)
     whole = finetune.labeled_miou(model, samples)
     assert by_stroke == pytest.approx(whole, abs=1e-4) and 0.3 < whole < 1.0
     assert stroke_pixels < 0.8 * sum(pixels)

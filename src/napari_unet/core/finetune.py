@@ -458,10 +458,11 @@ def _labeled_box(codes: np.ndarray) -> tuple[int, int, int, int]:
     return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
 
-def _stroke_boxes(codes: np.ndarray, context: int) -> list[tuple[int, int, int, int]]:
-    """Boxes covering the labeled pixels of ``codes``: one per stroke (connected labels)
-    when they and their ``context`` cost fewer network pixels than the one box around all
-    labels, else that box."""
+def _stroke_boxes(codes: np.ndarray, context: int) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
+    """Boxes covering the labeled pixels of ``codes``, each with the mask of the labeled
+    pixels it scores (box-shaped; together they count every labeled pixel once): one per
+    stroke (connected labels) when they and their ``context`` cost fewer network pixels
+    than the one box around all labels, else that box."""
     from scipy import ndimage as ndi
 
     whole = _labeled_box(codes)
@@ -471,7 +472,9 @@ def _stroke_boxes(codes: np.ndarray, context: int) -> list[tuple[int, int, int, 
     def cost(box):
         return (box[1] - box[0] + 2 * context) * (box[3] - box[2] + 2 * context)
 
-    return boxes if sum(map(cost, boxes)) < cost(whole) else [whole]
+    if sum(map(cost, boxes)) < cost(whole):  # a box may reach into a neighbour's: its own stroke only
+        return [(b, comp[b[0] : b[1], b[2] : b[3]] == i) for i, b in enumerate(boxes, start=1)]
+    return [(whole, codes[whole[0] : whole[1], whole[2] : whole[3]] > 0)]
 
 
 def labeled_miou(model, samples: Sequence[Sample]) -> float:
@@ -491,10 +494,9 @@ def labeled_miou(model, samples: Sequence[Sample]) -> float:
         codes = s.full_codes()
         if not codes.any():
             continue
-        for y0, y1, x0, x1 in _stroke_boxes(codes, context):
+        for (y0, y1, x0, x1), lab in _stroke_boxes(codes, context):
             probs = predict_probs(model, s.image, (y0, y1, x0, x1))
             c = codes[y0:y1, x0:x1]
-            lab = c > 0
             pred = probs[0] < 0.5
             truth = np.isin(c, (INTERIOR, BOUNDARY, CELL))
             for k, (p, t) in enumerate(((pred, truth), (~pred, ~truth))):
