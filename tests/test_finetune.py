@@ -78,6 +78,20 @@ def test_finetune_improves_score_on_held_out_strokes(em, finetune_base):
     assert labeled_miou(trainer.model.eval(), trainer.val) == pytest.approx(base.val_score, abs=1e-6)
 
 
+def test_base_score_is_read_from_the_base_models_whole_image_answers(em, finetune_base):
+    img, lab, ann = em
+    trainer, info = make_finetuner(img, ann, finetune_base, time_budget=1)
+    base = load_model(finetune_base).model.eval()
+    slow = labeled_miou(base, trainer.val)  # the strokes predicted box by box
+    assert 0.0 < trainer.known_base_score == pytest.approx(slow, abs=1e-6)
+    first = next(iter(trainer.run()))
+    assert first.step == 0 and first.val_score == trainer.known_base_score
+    # a plane without a whole-image answer (no prior) is validated the slow way
+    trainer, _ = make_finetuner(img, ann, finetune_base, time_budget=1, prior_weight=0.0)
+    assert trainer.known_base_score is None
+    assert next(iter(trainer.run())).val_score == pytest.approx(slow, abs=1e-6)
+
+
 def test_bad_annotations_give_clear_errors(em, finetune_base):
     img, lab, ann = em
     with pytest.raises(ValueError, match="empty"):

@@ -427,6 +427,7 @@ def make_finetuner(
         with torch.inference_mode():
             trainer.base_aux = _base_priors(model.to(trainer.device), train)
         trainer.aux = dict(trainer.base_aux)
+        trainer.known_base_score = _base_score_from_priors(trainer.base_aux, train, val) if score_fn is None else None
         trainer.aux_weight = float(opt.prior_weight)
     trainer.fill_holes = float(opt.fill_holes)
     trainer.refresh_s = float(opt.refresh_s)
@@ -496,14 +497,40 @@ def labeled_miou(model, samples: Sequence[Sample]) -> float:
             continue
         for (y0, y1, x0, x1), lab in _stroke_boxes(codes, context):
             probs = predict_probs(model, s.image, (y0, y1, x0, x1))
-            c = codes[y0:y1, x0:x1]
-            pred = probs[0] < 0.5
-            truth = np.isin(c, (INTERIOR, BOUNDARY, CELL))
-            for k, (p, t) in enumerate(((pred, truth), (~pred, ~truth))):
-                inter[k] += np.count_nonzero(p & t & lab)
-                union[k] += np.count_nonzero((p | t) & lab)
+            _count_iou(inter, union, probs[0] < 0.5, codes[y0:y1, x0:x1], lab)
+    return _mean_iou(inter, union)
+
+
+def _count_iou(inter: np.ndarray, union: np.ndarray, pred: np.ndarray, codes: np.ndarray, lab: np.ndarray) -> None:
+    """Add the cell and the not-cell intersections and unions of ``pred`` (cell) against
+    the target ``codes``, over the pixels ``lab``, to ``inter`` and ``union``."""
+    truth = np.isin(codes, (INTERIOR, BOUNDARY, CELL))
+    for k, (p, t) in enumerate(((pred, truth), (~pred, ~truth))):
+        inter[k] += np.count_nonzero(p & t & lab)
+        union[k] += np.count_nonzero((p | t) & lab)
+
+
+def _mean_iou(inter: np.ndarray, union: np.ndarray) -> float:
     ious = [i / u for i, u in zip(inter, union) if u > 0]
     return float(np.mean(ious)) if ious else 0.0
+
+
+def _base_score_from_priors(priors: dict, train: Sequence[Sample], val: Sequence[Sample]) -> float | None:
+    """:func:`labeled_miou` of the base model on ``val``, read from its whole-image answers
+    ``priors`` (:func:`_base_priors`, keyed by training sample; a held-out sample shares
+    its plane with the training sample of the same name), or ``None`` when a plane has
+    none. Whole-image and region predictions agree (regions start on the pooling grid),
+    so this saves the first validation's network passes before training starts."""
+    answer = {s.name: priors.get(id(s)) for s in train}
+    inter = np.zeros(2)
+    union = np.zeros(2)
+    for s in val:
+        pred = answer.get(s.name)
+        if pred is None:
+            return None
+        codes = s.full_codes()
+        _count_iou(inter, union, pred == CELL, codes, codes > 0)
+    return _mean_iou(inter, union)
 
 
 # the session and saving live in their own modules; their names stay importable from here

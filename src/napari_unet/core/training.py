@@ -139,6 +139,9 @@ class Trainer:
         self.best_score: float | None = None  # the kept weights' score
         self.top_score: float | None = None  # the highest score seen
         self.history: list[Progress] = []
+        # the starting weights' score when the caller already knows it (fine-tuning computes
+        # it from the whole-image predictions it makes anyway); else the first thing run() does
+        self.known_base_score: float | None = None
         self.step = 0
         self._opt = None
         self._opt_state = None
@@ -242,7 +245,8 @@ class Trainer:
             return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
         if self.val and self.best_score is None:
-            self.best_score = self.top_score = self._score()
+            known = self.known_base_score
+            self.best_score = self.top_score = known if known is not None else self._score()
             self.best_state = copy.deepcopy(self.eval_model().state_dict())
             yield self._record(Progress(0, total, float("nan"), 0.0, self.best_score, self.best_score, True, "base model"))
         t0 = time.perf_counter()
