@@ -31,6 +31,15 @@ from memory import default_model, synthetic_nuclei  # noqa: E402
 SETS = ("bbbc039", "usiigaci")
 
 
+def _previous_post(probs, threshold=0.5, seed_threshold=0.5, min_size=15, min_distance=None, max_hole=0,
+                   depth=None, distance_depth=None):
+    """The post-processing before the fast path (no distance-head seeds: none of the timed models has one)."""
+    from napari_unet.core import postprocess
+
+    return postprocess._instances_from_probs_reference(probs, threshold, seed_threshold, min_size, min_distance,
+                                                       max_hole, depth)
+
+
 def tile_ms(seg, size: int = 512, repeats: int = 5) -> float:
     """Median milliseconds of the network alone on one ``size`` x ``size`` tile."""
     x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
@@ -82,7 +91,7 @@ def main(argv=None) -> int:
         if prec == "previous":
             seg.model = seg.loaded.model.eval().to(memory_format=torch.contiguous_format)
             seg.channels_last = False
-            postprocess.instances_from_probs = postprocess._instances_from_probs_reference
+            postprocess.instances_from_probs = _previous_post
         tiles[prec] = tile_ms(seg)
         for s in args.sets:
             pairs = val_pairs(s, args.limit)
