@@ -132,6 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads for training (default: as the widget, cores - 1)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a fine-tuning setting, e.g. lr=2e-3")
     p.add_argument("--no-rf", action="store_true", help="skip the random forest")
+    p.add_argument("--uncalibrated", action="store_true", help="also score each snapshot at threshold 0.5")
     p.add_argument("--save", type=Path, default=None, metavar="DIR",
                    help="write the final predictions (uint8 TIFFs, 1 = cell) and an error breakdown here")
     args = p.parse_args(argv)
@@ -229,6 +230,11 @@ def main(argv=None) -> int:
         cal = saved.get("calibration")
         note = f", threshold {session.post.threshold:.3f} for {100 * cal['cell_fraction']:.1f} % cells" + ("" if cal["applied"] else " (kept)") if cal else ""
         print(f"  {t:>5.0f} s: pixel IoU {iou:.4f}  pixel error {err:.4f}  ({steps} steps, held-out stroke score {best:.3f}{note})")
+        if args.uncalibrated and cal:
+            session.post = info.postprocess()
+            iou0, err0 = score(unet_predict(session, eval_imgs), eval_truth)
+            session.post = info.postprocess(**saved)
+            print(f"         uncalibrated (threshold 0.5): pixel IoU {iou0:.4f}  pixel error {err0:.4f}")
         rows.append((f"U-Net fine-tuned from {base}, {t:g} s", t, iou, err))
 
     if args.save:
