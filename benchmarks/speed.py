@@ -8,7 +8,10 @@ network over tiles, post-process into instances; writing the output is not inclu
 the real val images of bbbc039 and usiigaci and for a synthetic 2048 x 2048 image, with
 bf16 autocast and with plain fp32. Model loading and one warm-up image are not timed.
 Also prints F1@0.5 on bbbc039/val for both precisions: bf16 must not cost accuracy.
-A network-only line times one 512 x 512 tile, the figure quoted in the design notes.
+Network-only lines time one 512 x 512 tile (the figure quoted in the design notes) and
+one tile of the command line's size (1024 px plus its context margins), with the
+network's FLOPs (``torch.utils.flop_counter``) and the GFLOP/s achieved, beside a bf16 and
+an fp32 matmul timed in the same run (the CPU's measured peaks).
 """
 
 from __future__ import annotations
@@ -40,9 +43,44 @@ def _previous_post(probs, threshold=0.5, seed_threshold=0.5, min_size=15, min_di
                                                        max_hole, depth)
 
 
+def matmul_gflops(dtype, n: int = 4096, repeats: int = 5) -> float:
+    """GFLOP/s of the best of ``repeats`` ``n`` x ``n`` matmuls in ``dtype`` (the CPU's peak)."""
+    import torch
+
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def tile_gflop(seg, size: int) -> float:
+    """The network's GFLOP on one ``size`` x ``size`` tile."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros((1, seg.in_channels, size, size))
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        seg.model(x)
+    return counter.get_total_flops() / 1e9
+
+
+def cli_tile(seg, core: int = 1024) -> int:
+    """The side of a tile the command line runs: its 1024 px plus the context margin on
+    each side (the aligned receptive radius rounded up to the pooling grid)."""
+    mult = 2 ** seg.model.config.depth
+    return core + 2 * (-(-seg.model.aligned_radius() // mult) * mult)
+
+
 def tile_ms(seg, size: int = 512, repeats: int = 5) -> float:
     """Median milliseconds of the network alone on one ``size`` x ``size`` tile."""
-    x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
+    x = np.random.default_rng(0).random((1, seg.in_channels, size, size), dtype=np.float32)
     seg.predict_batch(x)
     times = []
     for _ in range(repeats):
@@ -92,7 +130,7 @@ def main(argv=None) -> int:
             seg.model = seg.loaded.model.eval().to(memory_format=torch.contiguous_format)
             seg.channels_last = False
             postprocess.instances_from_probs = _previous_post
-        tiles[prec] = tile_ms(seg)
+        tiles[prec] = {size: tile_ms(seg, size, 5 if size <= 512 else 3) for size in (512, cli_tile(seg))}
         for s in args.sets:
             pairs = val_pairs(s, args.limit)
             print(f"{prec}: {s}/val ({len(pairs)} images) ...", file=sys.stderr, flush=True)
@@ -135,15 +173,26 @@ def main(argv=None) -> int:
             row += f" | x{a / b:.2f}"
         print(row + " |")
     print()
-    print("Network only, one 512 x 512 tile: " + ", ".join(f"{p} {tiles[p]:.0f} ms" for p in args.precisions))
+    peaks = {"bf16": matmul_gflops(torch.bfloat16), "fp32": matmul_gflops(torch.float32)}
+    print(f"Matmul peaks measured in this run (4096 x 4096): bf16 {peaks['bf16']:.0f} GFLOP/s, fp32 {peaks['fp32']:.0f} GFLOP/s")
+    for size in tiles[args.precisions[0]]:
+        gflop = tile_gflop(seg, size)
+        cells = []
+        for p in args.precisions:
+            ms = tiles[p][size]
+            rate = gflop / (ms / 1000)
+            peak = peaks["bf16" if p == "bf16" else "fp32"]
+            cells.append(f"{p} {ms:.0f} ms ({rate:.0f} GFLOP/s, {100 * rate / peak:.0f} % of the {'bf16' if p == 'bf16' else 'fp32'} peak)")
+        print(f"Network only, one {size} x {size} tile ({gflop:.1f} GFLOP): " + ", ".join(cells))
     if "bbbc039" in args.sets:
         f1 = {p: results[("bbbc039", p)]["f1"] for p in args.precisions}
         ap = {p: results[("bbbc039", p)]["mean_ap"] for p in args.precisions}
         print("F1@0.5 on bbbc039/val: " + ", ".join(f"{p} {f1[p]:.4f}" for p in args.precisions)
               + "; mean AP: " + ", ".join(f"{p} {ap[p]:.4f}" for p in args.precisions))
         if len(f1) == 2:
-            diff = abs(f1["bf16"] - f1["fp32"]) if set(f1) == {"bf16", "fp32"} else 0.0
-            print(f"{'OK' if diff <= 0.01 else 'CHECK'}: |F1 bf16 - F1 fp32| = {diff:.4f} (tolerance 0.01)")
+            a, b = f1
+            diff = abs(f1[a] - f1[b])
+            print(f"{'OK' if diff <= 0.01 else 'CHECK'}: |F1 {a} - F1 {b}| = {diff:.4f} (tolerance 0.01)")
     for inp in ("usiigaci",):
         if inp in args.sets:
             print(f"F1@0.5 on {inp}/val: " + ", ".join(f"{p} {results[(inp, p)]['f1']:.4f}" for p in args.precisions))
