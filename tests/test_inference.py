@@ -130,6 +130,7 @@ def test_large_uncompressed_tiff_is_segmented_from_disk_with_the_in_memory_label
     np.testing.assert_array_equal(packed[7:301:3, ::5], img[7:301:3, ::5])
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([img, img]))
     assert data.open_plane(tmp_path / "stack.tif") is None
+    assert data.open_plane(tmp_path / "packed.tif", larger_than=max(img.shape)) is None  # small: read whole
     reads = []
     read = data.TiffPlane.__getitem__
     monkeypatch.setattr(data.TiffPlane, "__getitem__", lambda self, key: reads.append(read(self, key)) or reads[-1])

@@ -104,8 +104,8 @@ def _on_disk(segmenter, path: Path, axes, channel, rgb):
 
     if axes not in (None, "YX") or channel is not None or rgb or getattr(segmenter, "in_channels", 1) > 1:
         return None
-    plane = open_plane(path)
-    if plane is None or max(plane.shape) <= getattr(segmenter, "block", 0):
+    plane = open_plane(path, larger_than=getattr(segmenter, "block", 0))
+    if plane is None:
         return None
     return Input(plane, "YX", 1.0, None, [])
 

@@ -58,13 +58,14 @@ class TiffPlane:
         return f"TiffPlane({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
 
 
-def open_plane(path: str | Path):
+def open_plane(path: str | Path, larger_than: int = 0):
     """``path`` as a 2D array read from disk piece by piece, or ``None`` (read it whole with
     :func:`read_image`): a :class:`TiffPlane` when the file holds one 2D grayscale image
     stored uncompressed in one piece (what ``tifffile.imwrite`` and many cameras write); a
     read-only zarr array over the file (``tifffile``'s zarr store) when that image is stored
     in several strips or tiles (compressed TIFFs), each slicing decoding only the strips
-    it touches."""
+    it touches. ``None`` too when neither side exceeds ``larger_than`` px (an image that
+    small is read whole, without importing zarr)."""
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
         return None
@@ -76,6 +77,8 @@ def open_plane(path: str | Path):
                 return None
             s = tf.series[0]
             if len(s.shape) != 2 or s.dtype.kind not in "biuf" or len(s.levels) != 1 or len(s.pages) != 1:
+                return None
+            if max(s.shape) <= larger_than:
                 return None
             if s.dataoffset is not None:
                 return TiffPlane(path, s.dataoffset, s.dtype.newbyteorder(tf.byteorder), s.shape)
