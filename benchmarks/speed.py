@@ -72,10 +72,11 @@ def tile_gflop(seg, size: int) -> float:
 
 
 def cli_tile(seg, core: int = 1024) -> int:
-    """The side of a tile the command line runs: its 1024 px plus the context margin on
-    each side (the aligned receptive radius rounded up to the pooling grid)."""
-    mult = 2 ** seg.model.config.depth
-    return core + 2 * (-(-seg.model.aligned_radius() // mult) * mult)
+    """The side of a tile the command line runs: its 1024 px plus the context margin that
+    the tiling adds on each side (:func:`~napari_unet.core.tiling.plan_tiles`)."""
+    from napari_unet.core.tiling import plan_tiles
+
+    return core + 2 * plan_tiles((core, core), seg.model, tile=core).margin
 
 
 def tile_ms(seg, size: int = 512, repeats: int = 5) -> float:
