@@ -92,6 +92,20 @@ def test_base_score_is_read_from_the_base_models_whole_image_answers(em, finetun
     assert next(iter(trainer.run())).val_score == pytest.approx(slow, abs=1e-6)
 
 
+def test_finetuning_keeps_the_base_models_batch_norm_statistics(em, finetune_base):
+    """Batches of a few stroke-centred patches would drag the running statistics (and with
+    them the whole image's answer) away in the first steps: they stay the base model's."""
+    img, lab, ann = em
+    trainer, info = make_finetuner(img, ann, finetune_base, time_budget=2)
+    stats = {k: v for k, v in info.base_state.items() if "running_" in k}
+    assert stats
+    list(trainer.run())
+    assert trainer.step > 3
+    after = trainer.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in stats.items())
+    assert any(not torch.equal(after[k], v) for k, v in info.base_state.items() if k.endswith("weight"))
+
+
 def test_bad_annotations_give_clear_errors(em, finetune_base):
     img, lab, ann = em
     with pytest.raises(ValueError, match="empty"):
