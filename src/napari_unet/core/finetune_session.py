@@ -16,7 +16,7 @@ from .data import predict_at_scale
 from .normalize import normalize, to_gray
 from .normalize import percentiles as compute_percentiles
 from .postprocess import Postprocess
-from .training import Progress, Trainer, predict_probs, train_mode
+from .training import Progress, Trainer, context_box, predict_probs, train_mode
 
 if TYPE_CHECKING:
     from .finetune import FinetuneInfo
@@ -48,8 +48,8 @@ def predict_region(
     if limits is None:
         limits = compute_percentiles(plane, *percentiles)
     r = int(np.ceil(model.receptive_radius() / scale))
-    m = model.multiple if scale == 1.0 else 1  # at the image's scale: on its pooling grid
-    Y0, Y1, X0, X1 = max(0, y0 - r) // m * m, min(H, y1 + r), max(0, x0 - r) // m * m, min(W, x1 + r)
+    # at the image's scale the crop starts on its pooling grid
+    Y0, Y1, X0, X1 = context_box((y0, y1, x0, x1), r, (H, W), model.multiple if scale == 1.0 else 1)
     x = normalize(plane[Y0:Y1, X0:X1], limits=limits)
     if scale == 1.0:
         probs = predict_probs(model, x, (y0 - Y0, y1 - Y0, x0 - X0, x1 - X0), precision)

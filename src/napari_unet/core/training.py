@@ -383,6 +383,16 @@ def inference_copy(model: UNet) -> UNet:
     return net
 
 
+def context_box(region: tuple[int, int, int, int], radius: int, shape: tuple[int, int], multiple: int = 1) -> tuple[int, int, int, int]:
+    """``region = (y0, y1, x0, x1)`` grown by ``radius`` px of context on each side, clipped
+    to ``shape``; its start rounded down to a multiple of ``multiple`` (the pooling grid of
+    the whole image, where a crop's answer equals the whole image's)."""
+    y0, y1, x0, x1 = region
+    H, W = shape
+    m = max(int(multiple), 1)
+    return max(0, y0 - radius) // m * m, min(H, y1 + radius), max(0, x0 - radius) // m * m, min(W, x1 + radius)
+
+
 def predict_probs(model: UNet, image: np.ndarray, region: tuple[int, int, int, int] | None = None, precision: str = "auto", tile: int = 512) -> np.ndarray:
     """Probabilities ``(C, h, w)`` of ``region = (y0, y1, x0, x1)`` of a normalised ``(C, H, W)`` image.
 
@@ -401,8 +411,7 @@ def predict_probs(model: UNet, image: np.ndarray, region: tuple[int, int, int, i
     H, W = image.shape[-2:]
     y0, y1, x0, x1 = region if region is not None else (0, H, 0, W)
     r = max(model.receptive_radius(), model.shrink())
-    m = model.multiple  # the crop starts on the whole image's pooling grid: the same answer
-    Y0, Y1, X0, X1 = max(0, y0 - r) // m * m, min(H, y1 + r), max(0, x0 - r) // m * m, min(W, x1 + r)
+    Y0, Y1, X0, X1 = context_box((y0, y1, x0, x1), r, (H, W), model.multiple)  # on the pooling grid: the same answer
     crop = np.ascontiguousarray(image[:, Y0:Y1, X0:X1], dtype=np.float32)
     device = next(model.parameters()).device
     bf16 = resolve_precision(precision, device) == "bf16"
