@@ -281,6 +281,7 @@ class FinetuneTrainer(Trainer):
         model.eval()
         try:
             new = {}
+            net = inference_copy(model)  # folded once for every sample
             for s in self.train:
                 if s.codes is None or s.instances is not None or not (s.codes == 0).any() or not s.codes.any():
                     continue
@@ -289,7 +290,7 @@ class FinetuneTrainer(Trainer):
                 y0, y1, x0, x1 = _labeled_box(s.codes)
                 y0, y1, x0, x1 = max(0, y0 - 64), min(H, y1 + 64), max(0, x0 - 64), min(W, x1 + 64)
                 with torch.inference_mode():
-                    cell = predict_probs(model, s.image, (y0, y1, x0, x1))[0] < 0.5
+                    cell = predict_probs(net, s.image, (y0, y1, x0, x1))[0] < 0.5
                 holes = _holes(cell, s.codes[y0:y1, x0:x1], self.fill_holes * H * W)
                 base = self.base_aux.get(id(s)) if self.base_aux else None
                 aux = base.copy() if base is not None else np.zeros(s.codes.shape, np.uint8)
@@ -324,10 +325,11 @@ def _base_priors(model, samples, precision: str = "auto") -> dict:
     """The base model's background / cell codes for every pixel of each sparse sample."""
     out = {}
     model.eval()
+    net = inference_copy(model)  # folded once for every sample
     for s in samples:
         if s.codes is None or s.instances is not None or not (s.codes == 0).any():
             continue
-        probs = predict_probs(model, s.image, precision=precision)
+        probs = predict_probs(net, s.image, precision=precision)
         out[id(s)] = np.where(probs[0] >= 0.5, BACKGROUND, CELL).astype(np.uint8)
     return out
 

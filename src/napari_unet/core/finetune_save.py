@@ -14,7 +14,7 @@ import numpy as np
 from .losses import BACKGROUND
 from .models import check_name, list_models, save_model, user_dir
 from .postprocess import POSTPROCESS_KEYS, prior_shift_threshold
-from .training import Trainer, predict_probs, train_mode
+from .training import Trainer, inference_copy, predict_probs, train_mode
 
 if TYPE_CHECKING:
     from .finetune import FinetuneInfo
@@ -69,14 +69,19 @@ def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: i
     model = _kept_model(trainer, state)
     was_training = model.training
     model.eval()
-    probs, painted = {}, []
+    probs, painted, answers = {}, [], {}
+    net = inference_copy(model)  # folded once for every plane
     try:
         for smp in list(trainer.train) + list(trainer.val):
             h, w = smp.image.shape[-2:]
             y0, x0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
             region = (y0, min(h, y0 + max_side), x0, min(w, x0 + max_side))
             if id(smp.image) not in probs:
-                probs[id(smp.image)] = 1.0 - predict_probs(model, smp.image, region, trainer.precision)[0]
+                # a held-out sample shares its plane (and name) with a training one: predicted once
+                key = (smp.name, smp.image.shape)
+                if key not in answers:
+                    answers[key] = 1.0 - predict_probs(net, smp.image, region, trainer.precision)[0]
+                probs[id(smp.image)] = answers[key]
             codes = smp.full_codes()[region[0] : region[1], region[2] : region[3]]
             painted.append((probs[id(smp.image)][codes > 0], codes[codes > 0] != BACKGROUND))
     finally:
