@@ -1,7 +1,9 @@
 """The generalist's size check with its two settings changed in-process.
 
 ``inference.FIT_STATISTIC`` (which size of the objects found at the model's scale the fit
-check reads), ``inference.CONSISTENCY`` (whether the full search confirms its pick at
+check reads), ``inference.FRAGMENT_RATIO`` and ``inference.BLOB_RATIO`` (when a fit is
+confirmed at half the scale, and how much larger than the cells the bright blobs must be
+for that check to run), ``inference.CONSISTENCY`` (whether the full search confirms its pick at
 the size it found) and ``inference.SMALL_FIT`` (cells found smaller than the model by more
 than this factor are enlarged to its size). Prints pooled F1 / mean AP and the mean of the
 images' F1 per folder; ``FOLDER:N`` takes every N-th image (e.g. a development subset of a
@@ -29,6 +31,8 @@ def main() -> None:
     ap.add_argument("--consistency", type=float, default=inference.CONSISTENCY, help="0: off")
     ap.add_argument("--tolerance", type=float, default=inference.AUTO_TOLERANCE)
     ap.add_argument("--small-fit", type=float, default=inference.SMALL_FIT, help="0: off")
+    ap.add_argument("--fragment-ratio", type=float, default=inference.FRAGMENT_RATIO, help="0: off")
+    ap.add_argument("--blob-ratio", type=float, default=inference.BLOB_RATIO, help="0: always confirm")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", help="write every result here")
     args = ap.parse_args()
@@ -38,6 +42,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     inference.FIT_STATISTIC, inference.CONSISTENCY = args.statistic, args.consistency
     inference.AUTO_TOLERANCE, inference.SMALL_FIT = args.tolerance, args.small_fit
+    inference.FRAGMENT_RATIO, inference.BLOB_RATIO = args.fragment_ratio, args.blob_ratio
     results = {}
     for spec in args.folders:
         folder, _, rest = spec.partition(":")
@@ -46,7 +51,7 @@ def main() -> None:
         r = evaluate_model(args.model, pairs, diameter=None)
         results[spec] = r
         per = np.mean([x["f1"] for x in r["per_image"]])
-        print(f"{args.statistic}, consistency {args.consistency:g}, small fit {args.small_fit:g}: {spec}: F1 {r['f1']:.4f} mean AP {r['mean_ap']:.4f} "
+        print(f"{args.statistic}, consistency {args.consistency:g}, small fit {args.small_fit:g}, fragment ratio {args.fragment_ratio:g}, blob ratio {args.blob_ratio:g}: {spec}: F1 {r['f1']:.4f} mean AP {r['mean_ap']:.4f} "
               f"precision {r['precision']:.3f} recall {r['recall']:.3f} mean of images' F1 {per:.4f} ({r['mp_per_s']:.2f} MP/s)", flush=True)
     if args.json:
         with open(args.json, "w") as f:

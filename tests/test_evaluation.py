@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.core.baseline import otsu_watershed
+from napari_unet.core.baseline import blob_diameter, otsu_watershed
 from napari_unet.core.data import find_pairs, read_image
 from napari_unet.core.evaluation import evaluate_baseline, evaluate_model, evaluate_predictions
 from napari_unet.testing import discs
@@ -51,6 +51,17 @@ def test_baseline_edge_cases():
     assert evaluate_predictions([inst], [lab])["f1"] == 1.0
     with pytest.raises(ValueError, match="2D"):
         otsu_watershed(np.zeros((2, 3, 5, 5)))
+
+
+def test_blob_diameter_is_the_area_weighted_size_of_the_bright_blobs():
+    yy, xx = np.mgrid[:200, :200]
+    img = np.zeros((200, 200), np.float32)
+    for cy, cx in ((50, 50), (50, 150), (150, 100)):  # three separate discs of radius 15
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 15**2] = 1.0
+    assert abs(blob_diameter(img, sigma=0) - 30) < 1.5
+    img[(yy - 50) ** 2 + (xx - 80) ** 2 <= 15**2] = 1.0  # touching the first: one larger blob
+    assert blob_diameter(img, sigma=0) > 36
+    assert blob_diameter(np.zeros((20, 20))) is None
 
 
 # ---- pooled scores -------------------------------------------------------------------
