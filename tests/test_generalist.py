@@ -195,9 +195,27 @@ def test_gate_reads_only_the_central_crop_with_the_planes_limits(seg, monkeypatc
     gate = seg.loaded.meta["delegate"]
     whole = size.style_score(seg.model, gate, normalize(plane, *seg.percentiles))
     seen = []
-    monkeypatch.setattr(size, "style_score", lambda m, g, x: seen.append(x) or whole)
+    monkeypatch.setattr(size, "style_score", lambda m, g, x, *a: seen.append(x) or whole)
     seg.delegate_for(plane)
     assert seen[0].shape == (size.CROP, size.CROP)
     crop_alone = size.style_vectors(seg.model, [normalize(size.central(plane), *seg.percentiles)])
     assert np.allclose(size.style_vectors(seg.model, [seen[0]]), size.style_vectors(seg.model, [normalize(plane, *seg.percentiles)]), atol=1e-5)
     assert not np.allclose(crop_alone, size.style_vectors(seg.model, [seen[0]]), atol=1e-3)
+
+
+def test_gate_scores_in_bfloat16_stay_close_to_float32(seg, data_dir):
+    """The gate reads the encoder alone, under bfloat16 autocast where the Segmenter uses it:
+    its scores move by far less than the distance of real images from the margin."""
+    import torch
+
+    from napari_unet.core import size
+    from napari_unet.core.inference import as_planes
+
+    gate = seg.loaded.meta["delegate"]
+    for name, image in (("usiigaci", "val_set46"), ("dsb2018", DSB[0]), ("bbbc039", "IXMtest_A15_s5")):
+        plane = as_planes(_read(data_dir, name, image)[0])[0][0]
+        x = seg.normalized(size.central(plane), seg.limits(plane))
+        fp32 = size.style_score(seg.model, gate, x)
+        if torch.backends.mkldnn.is_available():
+            assert abs(size.style_score(seg.model, gate, x, bf16=True) - fp32) < 0.05
+        assert (fp32 > gate["margin"]) == (name == "usiigaci")

@@ -110,6 +110,24 @@ def test_folded_batchnorm_gives_the_same_output():
         torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("preset", ["default", "medium", "ronneberger2015"])
+def test_encode_is_the_bottleneck_of_a_whole_forward_pass(preset):
+    torch.manual_seed(0)
+    net = build_model(preset).eval()
+    seen = []
+    hook = net.bottom.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    side = 188 if preset == "ronneberger2015" else 64  # a valid size for unpadded convolutions
+    x = torch.randn(1, 1, side, side)
+    with torch.no_grad():
+        net(x)
+        hook.remove()
+        enc = net.encode(x)
+    assert enc.shape == seen[0].shape
+    torch.testing.assert_close(enc, seen[0])
+    with pytest.raises(ValueError, match="input channel"):
+        net.encode(torch.randn(1, 2, side, side))
+
+
 @pytest.mark.parametrize("preset", ["default", "ronneberger2015"])
 def test_inference_forward_without_the_concatenation_equals_training_forward(preset):
     """Without gradients the decoder skips the concatenated copy (its first convolution

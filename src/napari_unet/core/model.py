@@ -172,6 +172,14 @@ class UNet(nn.Module):
                 raise ValueError(f"input size {tuple(x.shape[-2:])} is invalid: need {hint}")
 
     # ---- forward --------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The bottleneck's output: the encoder half of :meth:`forward`, without the decoder
+        (what :func:`.size.style_vectors` reads; about half the cost of a whole pass)."""
+        self.check_input(x)
+        for block in self.down:
+            x = self.pool(block(x))
+        return self.bottom(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         skips = []

@@ -44,19 +44,19 @@ def _center_crop(x: np.ndarray, side: int, multiple: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def style_vectors(model, crops: Sequence[np.ndarray]) -> np.ndarray:
+def style_vectors(model, crops: Sequence[np.ndarray], bf16: bool = False) -> np.ndarray:
     """``(N, C)`` bottleneck features of normalised 2D ``crops``, averaged over space and
-    scaled to unit length (as Cellpose's style vector)."""
+    scaled to unit length (as Cellpose's style vector). Only the encoder runs. ``bf16``:
+    under bfloat16 autocast (half the time on a CPU that has it; the shipped gate's scores
+    move by at most 0.02 on the val images, against a margin 0.2 away from the nearest)."""
     feats = []
-    hook = model.bottom.register_forward_hook(lambda _m, _i, out: feats.append(out.float().mean(dim=(2, 3))))
-    try:
-        model.eval()
-        device = next(model.parameters()).device
-        for c in crops:
-            c = _center_crop(c, CROP, model.multiple)
-            model(torch.from_numpy(c)[None, None].to(device))
-    finally:
-        hook.remove()
+    model.eval()
+    device = next(model.parameters()).device
+    for c in crops:
+        c = _center_crop(c, CROP, model.multiple)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            f = model.encode(torch.from_numpy(c)[None, None].to(device))
+        feats.append(f.float().mean(dim=(2, 3)))
     s = torch.cat(feats).cpu().numpy().astype(np.float64)
     return s / np.maximum(np.linalg.norm(s, axis=1, keepdims=True), 1e-12)
 
@@ -97,6 +97,6 @@ def fit_style_classifier(model, images: Sequence[np.ndarray], positive: Sequence
     }
 
 
-def style_score(model, classifier: dict, image: np.ndarray) -> float:
+def style_score(model, classifier: dict, image: np.ndarray, bf16: bool = False) -> float:
     """The classifier's score of a normalised 2D ``image`` (> 0: the positive class)."""
-    return float(_linear(classifier, style_vectors(model, [image]))[0])
+    return float(_linear(classifier, style_vectors(model, [image], bf16))[0])
