@@ -117,6 +117,65 @@ def test_workers_give_the_same_results_as_one_process(folder, tmp_path):
                                       tifffile.imread(tmp_path / "two" / f"{n}_labels.tif"))
 
 
+def test_two_lanes_write_the_same_labels_as_one_at_a_time(folder, tmp_path, capsys):
+    """Several small files are segmented two at a time (``batch.lanes_for``); --fail-fast
+    runs them one at a time. Same files, same labels, reported in input order."""
+    assert main(["segment", str(folder / "b.tif"), str(folder / "a.tif"), "-o", str(tmp_path / "two"), "--precision", "fp32"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["b.tif", "a.tif"]
+    assert run(folder / "b.tif", folder / "a.tif", "-o", tmp_path / "one", "--fail-fast") == 0
+    for n in ("a", "b"):
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "one" / f"{n}_labels.tif"),
+                                      tifffile.imread(tmp_path / "two" / f"{n}_labels.tif"))
+
+
+def test_lanes_keep_the_order_share_the_threads_and_stop():
+    import threading
+    import time
+
+    import torch
+
+    from napari_unet.core.batch import in_lanes
+
+    threads = torch.get_num_threads()
+    started, seen, lock = [], [], threading.Lock()
+
+    def work(i):
+        with lock:
+            started.append(i)
+        seen.append(torch.get_num_threads())
+        time.sleep(0.02 * (3 - i % 3))  # later items finish first
+        if i == 5:
+            raise RuntimeError("boom")
+        return i
+
+    assert list(in_lanes(work, range(5), 2)) == list(range(5))
+    assert torch.get_num_threads() == threads and set(seen) == {max(1, threads // 2)}
+    started.clear()
+    assert list(in_lanes(work, range(10), 2, stop=lambda r: r == 1)) == [0, 1]
+    assert max(started) <= 3  # nothing new after the stop: at most the queued ones ran
+    with pytest.raises(RuntimeError, match="boom"):
+        list(in_lanes(work, range(4, 8), 2))
+    assert torch.get_num_threads() == threads
+    assert list(in_lanes(work, range(3), 1)) == [0, 1, 2]
+
+
+def test_only_several_small_files_on_a_cpu_get_two_lanes(folder, tmp_path):
+    import torch
+
+    from napari_unet.core import batch
+
+    class Seg:
+        device = torch.device("cpu")
+
+    files = [folder / "a.tif", folder / "b.tif"]
+    assert batch.lanes_for(Seg(), files) == (2 if torch.get_num_threads() >= 2 else 1)
+    assert batch.lanes_for(Seg(), files[:1]) == 1
+    assert batch.lanes_for(Seg(), files + [tmp_path]) == 1  # a folder (zarr): one at a time
+    Seg.device = torch.device("cuda")
+    assert batch.lanes_for(Seg(), files) == 1
+
+
 def test_finetune_checks_its_destination_before_training(folder, tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")

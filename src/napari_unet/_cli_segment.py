@@ -114,13 +114,16 @@ def run(args) -> int:
 
         results = run_distributed(todo, args)
     else:
+        from .core.batch import in_lanes, lanes_for
+
         job = SegmentJob.from_args(args)
+        # the model loads here, before any thread starts; --fail-fast: one at a time, so that
+        # nothing after the failing input has begun
+        lanes = 1 if args.fail_fast else lanes_for(job.segmenter, todo)
         results = []
-        for p in todo:
-            results.append(job.safe(p))
-            _report(args, results[-1])
-            if args.fail_fast and results[-1][1] is not None:
-                break
+        for result in in_lanes(job.safe, todo, lanes, stop=lambda r: args.fail_fast and r[1] is not None):
+            results.append(result)
+            _report(args, result)
     failed = [r for r in results if r[1] is not None]
     if failed:
         if len(inputs) > 1:  # (one input: its own error line says it all)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -447,10 +448,11 @@ class Segmenter:
     def _specialist(self, key: str) -> Segmenter:
         """A Segmenter of model ``key`` with this one's settings (kept for the next call)."""
         cache = self.__dict__.setdefault("_specialists", {})
-        if key not in cache:
-            cache[key] = Segmenter(key, precision=self.precision, tile=self.tile, block=self.block,
-                                   batch_size=self.batch_size, device=str(self.device), fill_holes=self.fill_holes,
-                                   threshold=self.threshold, min_size=self.min_size, keep_probs=False)
+        with _SPECIALIST_LOCK:  # inputs segmented side by side (batch.in_lanes) load it once
+            if key not in cache:
+                cache[key] = Segmenter(key, precision=self.precision, tile=self.tile, block=self.block,
+                                       batch_size=self.batch_size, device=str(self.device), fill_holes=self.fill_holes,
+                                       threshold=self.threshold, min_size=self.min_size, keep_probs=False)
         seg = cache[key]
         seg.threshold, seg.min_size = self.threshold, self.min_size  # the user's overrides follow
         return seg
@@ -611,6 +613,9 @@ class Segmenter:
 
         notes.extend(result_hints(semantic, instances, used))
         return Segmentation(semantic, instances, notes, used, seg.probs if n == 1 else None)
+
+
+_SPECIALIST_LOCK = threading.Lock()
 
 
 def _central(plane: np.ndarray, side: int) -> np.ndarray:
