@@ -157,6 +157,11 @@ def test_lanes_keep_the_order_share_the_threads_and_stop():
     with pytest.raises(RuntimeError, match="boom"):
         list(in_lanes(work, range(4, 8), 2))
     assert torch.get_num_threads() == threads
+    started.clear()
+    lanes = in_lanes(work, range(20, 30), 2)
+    assert next(lanes) == 20
+    lanes.close()  # the caller stops reading: what had not begun never starts
+    assert max(started) <= 23 and torch.get_num_threads() == threads
     assert list(in_lanes(work, range(3), 1)) == [0, 1, 2]
 
 

@@ -120,8 +120,8 @@ def lanes_for(segmenter, paths: list[Path]) -> int:
     """How many inputs to segment side by side: 2 for several image files of at most
     :data:`LANE_MAX_BYTES` on a CPU with at least two threads, else 1. Each lane's network
     then runs on half the cores while the other lane reads, post-processes (which mostly
-    releases the GIL) or writes: bbbc039/val 1.54-1.61 -> 1.88-1.90 MP/s, four 2048 px
-    frames 1.61-1.64 -> 2.05-2.28 MP/s on 2 cores (``benchmarks/lanes.py``)."""
+    releases the GIL) or writes: bbbc039/val 1.35 -> 1.78 MP/s, four 2048 px frames 1.51 ->
+    2.06 MP/s on 2 cores, the same labels (``benchmarks/lanes.py``)."""
     import torch
 
     device = getattr(segmenter, "device", None)
@@ -156,16 +156,18 @@ def in_lanes(func, items, lanes: int, stop=lambda result: False):
             todo = iter(items)
             # one more queued than lanes: a lane that frees starts the next at once
             pending = deque(pool.submit(func, item) for _, item in zip(range(lanes + 1), todo))
-            while pending:
-                result = pending.popleft().result()
-                yield result
-                if stop(result):
-                    for f in pending:
-                        f.cancel()
-                    return
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append(pool.submit(func, nxt))
+            try:
+                while pending:
+                    result = pending.popleft().result()
+                    yield result
+                    if stop(result):
+                        return
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(func, nxt))
+            finally:  # stopped, failed or closed by the caller: what has not begun never will
+                for f in pending:
+                    f.cancel()
     finally:
         torch.set_num_threads(threads)
 
