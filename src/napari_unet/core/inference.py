@@ -24,6 +24,7 @@ from .model import fold_batchnorm
 from .models import LoadedModel, load_model
 from .normalize import normalize, percentiles, to_gray
 from .postprocess import Postprocess, labels_dtype
+from .size import central
 from .tiling import predict_batch, predict_image
 
 __all__ = ["Segmenter", "Segmentation", "bf16_supported", "resolve_precision", "as_planes", "channel_planes"]
@@ -86,6 +87,9 @@ FIT_STATISTIC = "median"
 #: the model's scale can look like model-sized cells: every 10th dsb2018/train image, F1
 #: 0.816 -> 0.885 (one image of 289 nuclei found as 2 cells); the val sets never reach it.
 CONSISTENCY = 1.5
+
+#: Guards the cache of specialist models (inputs segmented side by side load each once).
+_SPECIALIST_LOCK = threading.Lock()
 
 
 def bf16_supported() -> bool:
@@ -319,7 +323,7 @@ class Segmenter:
             found = at(f, side, FIT_STATISTIC)
             if BLOB_RATIO:
                 if side not in blobs:
-                    x = self.normalized(_central(plane, side or 1024), limits)
+                    x = self.normalized(central(plane, side or 1024), limits)
                     blobs[side] = blob_diameter(x.max(0) if x.ndim == 3 else x)
                 if blobs[side] is None or blobs[side] < BLOB_RATIO * found:
                     return False
@@ -364,7 +368,7 @@ class Segmenter:
         s = self.loaded.diameter / d  # model pixels per image pixel
         if side is None:
             side = int(min(1024, max(256, 1024 / s)))  # the network sees at most ~1024 px
-        crop = _central(plane, side)
+        crop = central(plane, side)
         probs = self.probabilities(crop, d, limits)
         sem, inst = self.postprocess(probs, d)
         areas = np.bincount(inst.ravel())[1:]
@@ -438,7 +442,7 @@ class Segmenter:
     def gate_score(self, plane: np.ndarray) -> float:
         """The score of the model's gate (``meta["delegate"]``) for a one-channel ``plane``:
         above its margin, :meth:`delegate_for` hands the plane to the gate's model."""
-        from .size import central, style_score
+        from .size import style_score
 
         # only the central crop the gate looks at is normalised (with the whole plane's
         # limits): an 8192 px frame's float copy would cost 0.6 GB and 1.5 s
@@ -613,16 +617,6 @@ class Segmenter:
 
         notes.extend(result_hints(semantic, instances, used))
         return Segmentation(semantic, instances, notes, used, seg.probs if n == 1 else None)
-
-
-_SPECIALIST_LOCK = threading.Lock()
-
-
-def _central(plane: np.ndarray, side: int) -> np.ndarray:
-    """The central ``side`` x ``side`` window of ``plane`` (all of it where smaller)."""
-    h, w = plane.shape[-2:]
-    cy, cx = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return plane[..., cy : cy + side, cx : cx + side]
 
 
 def _tile_progress(progress: Progress | None):
