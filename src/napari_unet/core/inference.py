@@ -364,7 +364,6 @@ class Segmenter:
         its cells were ``d`` px across, ``{"area-weighted": ..., "median": ...}`` (``None``
         for fewer than 3 cells), and ``(probs, semantic, instances)`` when the crop is the
         whole plane."""
-        h, w = plane.shape[-2:]
         s = self.loaded.diameter / d  # model pixels per image pixel
         if side is None:
             side = int(min(1024, max(256, 1024 / s)))  # the network sees at most ~1024 px
