@@ -229,6 +229,36 @@ def test_save_finetuned_by_name_and_path(em, finetune_base, tmp_path):
     assert "calibration" not in same and same.get("threshold") == base.meta.get("threshold")
 
 
+def test_calibration_never_agrees_with_the_strokes_less_than_the_base_model(em, finetune_base):
+    """A model stopped after a few steps can be far from calibrated: its saved threshold must
+    not get the painted pixels more wrong than the model it started from did."""
+    from napari_unet.core.losses import BACKGROUND, CELL
+
+    img, lab, ann = em
+    trainer, info = make_finetuner(img, ann, finetune_base, time_budget=2)
+    for _ in FinetuneSession(trainer, info, threads=default_threads()).run():
+        pass
+    kept = trainer.base_aux
+    assert kept, "the base model's answers are kept for the unpainted pixels"
+    trainer.base_aux = {}
+    alone = calibrate_threshold(trainer)
+    # a base model that got every painted pixel wrong never stands in the way
+    trainer.base_aux = {k: np.where(s.full_codes() == BACKGROUND, CELL, BACKGROUND) for s in trainer.train
+                        if (k := id(s)) in kept}
+    assert calibrate_threshold(trainer) == alone
+    # one that got every painted pixel right does, unless the calibrated threshold does as well
+    trainer.base_aux = {k: np.where(s.full_codes() == BACKGROUND, BACKGROUND, CELL) for s in trainer.train
+                        if (k := id(s)) in kept}
+    th, frac, applied = calibrate_threshold(trainer)
+    assert frac == alone[1]
+    if alone[2] and alone[0] != 0.5:
+        probs = 1.0 - predict_probs(trainer.eval_model(), trainer.train[0].image)[0]
+        codes = trainer.train[0].full_codes()
+        perfect = np.array_equal(probs[codes > 0] > alone[0], codes[codes > 0] != BACKGROUND)
+        assert applied == perfect and th == (alone[0] if perfect else 0.5)
+    trainer.base_aux = kept
+
+
 # ---- command line -------------------------------------------------------------------------
 def _cli(argv):
     """``napari-unet`` through the main CLI."""

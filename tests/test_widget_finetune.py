@@ -134,9 +134,11 @@ def test_train_preview_stop_save_and_segment(setup, em, qtbot, messages, finetun
         qtbot.waitUntil(lambda: not seg.running, timeout=60_000)
         outputs[name] = viewer.layers["em cells"].data.copy()
     assert not np.array_equal(outputs[finetune_base], outputs["em strokes"])
-    # ... and it agrees better with what was painted
+    # ... and it agrees better with what was painted (mean recall of cell and not-cell strokes:
+    # the measure the saved threshold is held to, see calibrate_threshold)
     painted = ann.data > 0
-    acc = {k: ((v[painted] > 0) == (ann.data[painted] == 1)).mean() for k, v in outputs.items()}
+    truth = ann.data[painted] == 1
+    acc = {k: np.mean([((v[painted] > 0) == truth)[truth == c].mean() for c in (True, False)]) for k, v in outputs.items()}
     assert acc["em strokes"] > acc[finetune_base], acc
     # saving again under the same name refuses, without losing the saved model
     assert widget.save_model("em strokes") is None

@@ -54,7 +54,9 @@ def _kept_model(trainer: Trainer, state: dict | None = None):
 def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: int = 1024) -> tuple[float, float, bool] | None:
     """``(threshold, cell fraction, applied)`` for the fine-tuned model on the user's
     annotated planes, or ``None`` when calibration is off. ``applied`` is false (and the
-    threshold 0.5) when the calibrated threshold would misclassify the painted pixels.
+    threshold 0.5) when the calibrated threshold would misclassify the painted pixels: clearly
+    more than at 0.5, or more than the base model did before training (a model stopped after
+    a few steps must not disagree with the user's strokes more than the one it started from).
 
     Balanced strokes teach the model that half of all pixels are cells (the painted share
     says nothing about the image's); EM (:func:`.postprocess.prior_shift_threshold`) on
@@ -70,6 +72,8 @@ def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: i
     was_training = model.training
     model.eval()
     probs, painted, answers = {}, [], {}
+    base_aux = getattr(trainer, "base_aux", None) or {}
+    base = []  # (model's probability, base model's answer, truth) on painted pixels the base answered
     net = inference_copy(model)  # folded once for every plane
     try:
         for smp in list(trainer.train) + list(trainer.val):
@@ -84,6 +88,9 @@ def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: i
                 probs[id(smp.image)] = answers[key]
             codes = smp.full_codes()[region[0] : region[1], region[2] : region[3]]
             painted.append((probs[id(smp.image)][codes > 0], codes[codes > 0] != BACKGROUND))
+            if id(smp) in base_aux:
+                was = base_aux[id(smp)][region[0] : region[1], region[2] : region[3]][codes > 0] != BACKGROUND
+                base.append((painted[-1][0], was, painted[-1][1]))
     finally:
         if was_training:
             train_mode(model, trainer.cfg.freeze_norm)
@@ -96,6 +103,10 @@ def calibrate_threshold(trainer: Trainer, state: dict | None = None, max_side: i
     is_cell = np.concatenate([c for _, c in painted])
     if _balanced_accuracy(p_cell > th, is_cell) < _balanced_accuracy(p_cell > 0.5, is_cell) - 0.1:
         return 0.5, frac, False
+    if base:
+        p, was, truth = (np.concatenate(x) for x in zip(*base))
+        if _balanced_accuracy(p > th, truth) < _balanced_accuracy(was, truth):
+            return 0.5, frac, False
     return th, frac, True
 
 
