@@ -94,6 +94,37 @@ def unet_predict(session, images):
     return [session.segment(im)[0] > 0 for im in images]
 
 
+def score_instances(trainer, info, session, images, truths) -> None:
+    """F1@0.5 / mean AP of the current weights' instances, post-processed as the saved model
+    would be (threshold and seeds of ``finetuned_settings``) and with the base model's seeds."""
+    from napari_unet.core.baseline import otsu_watershed
+    from napari_unet.core.evaluation import evaluate_predictions
+    from napari_unet.core.finetune import finetuned_settings
+
+    if trainer.best_state is not None:  # the weights a saved model carries
+        trainer.eval_model().load_state_dict(trainer.best_state)
+    saved = finetuned_settings(trainer, base_meta=info.base_meta)
+    from napari_unet.core.finetune_save import SPLIT_RATIO, annotated_probs, split_ratio
+
+    cal = {k: v for k, v in saved.items() if k in ("threshold", "calibration")}
+    ratio = split_ratio(annotated_probs(trainer), {**info.base_meta, **cal})
+    print(f"\nthe base's seeds find {ratio or 0:.2f}x as many cells on the annotated images as one seed per interior region (limit {SPLIT_RATIO:g})")
+    rows = [("saved model's seeds" + (" (one per interior region)" if saved.get("seeds") else " (the base's)"), saved)]
+    if saved.get("seeds"):
+        rows.append(("the base model's seeds", cal))
+    else:
+        rows.append(("one seed per connected interior region", {**cal, "seed_threshold": 0.5, "seed_depth": 0, "seed_spacing": 0}))
+    print("\ninstances of the final weights (F1@0.5 / mean AP):")
+    for name, meta in rows:
+        session.post = info.postprocess(**meta)
+        session.trainer.model.eval()
+        r = evaluate_predictions([session.segment(im)[1] for im in images], truths)
+        print(f"  {name}: F1 {r['f1']:.4f}  mean AP {r['mean_ap']:.4f}")
+    r = evaluate_predictions([otsu_watershed(im)[1] for im in images], truths)
+    print(f"  Otsu + watershed: F1 {r['f1']:.4f}  mean AP {r['mean_ap']:.4f}")
+    session.post = info.postprocess(**saved)
+
+
 def random_forest(stroke_set, images, seed: int, n_jobs: int):
     from skimage.feature import multiscale_basic_features
     from sklearn.ensemble import RandomForestClassifier
@@ -133,6 +164,9 @@ def main(argv=None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a fine-tuning setting, e.g. lr=2e-3")
     p.add_argument("--no-rf", action="store_true", help="skip the random forest")
     p.add_argument("--uncalibrated", action="store_true", help="also score each snapshot at threshold 0.5")
+    p.add_argument("--instances", action="store_true",
+                   help="also score the final weights' instances (F1@0.5, mean AP) with the seeds the saved model "
+                        "carries and with the base model's, beside Otsu + watershed")
     p.add_argument("--save", type=Path, default=None, metavar="DIR",
                    help="write the final predictions (uint8 TIFFs, 1 = cell) and an error breakdown here")
     args = p.parse_args(argv)
@@ -237,6 +271,8 @@ def main(argv=None) -> int:
             print(f"         uncalibrated (threshold 0.5): pixel IoU {iou0:.4f}  pixel error {err0:.4f}")
         rows.append((f"U-Net fine-tuned from {base}, {t:g} s", t, iou, err))
 
+    if args.instances:
+        score_instances(trainer, info, session, eval_imgs, eval_truth)
     if args.save:
         final_preds = unet_predict(session, eval_imgs)
         save_predictions(args.save, "unet", [e[0] for e in evalset], final_preds, eval_truth)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from scipy import ndimage as ndi
 
 from napari_unet.core.finetune import (
     FINETUNE_DEFAULTS,
@@ -259,6 +260,44 @@ def test_calibration_never_agrees_with_the_strokes_less_than_the_base_model(em, 
     trainer.base_aux = kept
 
 
+def _cells_probs(texture: bool, seed: int = 0) -> np.ndarray:
+    """(3, H, W) probabilities of four 60 px square cells between 4 px of background; with
+    ``texture`` their interior is speckled (p_interior 0.6 on a third of the pixels), as a
+    model fine-tuned on a new modality sees cells' organelles."""
+    rng = np.random.default_rng(seed)
+    h = w = 128
+    bg = np.ones((h, w), np.float32)
+    for y in (2, 66):
+        for x in (2, 66):
+            bg[y : y + 60, x : x + 60] = 0.0
+    inner = np.where(bg < 0.5, 0.95, 0.0).astype(np.float32)
+    if texture:
+        speck = ndi.gaussian_filter(rng.random((h, w)), 1.5) > 0.52
+        inner[(bg < 0.5) & speck] = 0.6
+    boundary = np.clip(1.0 - bg - inner, 0.0, 1.0)
+    return np.stack([bg, inner, boundary])
+
+
+def test_seed_settings_drop_splitting_that_cuts_cells_at_their_texture():
+    from napari_unet.core.finetune_save import SPLIT_RATIO, seed_settings
+    from napari_unet.core.postprocess import Postprocess
+
+    nuclei_like = {"seed_threshold": 0.9, "seed_depth": 0.07, "min_size": 20, "diameter": 28.28}
+    speckled = [(_cells_probs(True, s), []) for s in range(2)]
+    base_post = Postprocess.for_model(nuclei_like, 28.28, 1.0)
+    assert base_post(speckled[0][0])[1].max() > SPLIT_RATIO * 4  # the base's seeds cut each cell into pieces
+    out = seed_settings(speckled, nuclei_like)
+    assert out["seed_depth"] == 0 and out["seed_spacing"] == 0 and out["seed_threshold"] == 0.5
+    assert out["seeds"]["split_ratio"] > SPLIT_RATIO
+    post = Postprocess.for_model({**nuclei_like, **out}, 28.28, 1.0)
+    for probs, _ in speckled:
+        assert post(probs)[1].max() == 4  # one per cell
+    # smooth cells are not cut: the base's seeds stay
+    assert seed_settings([(_cells_probs(False), [])], nuclei_like) == {}
+    # nor does a model without split seeds change
+    assert seed_settings(speckled, {**nuclei_like, "seed_depth": None, "seed_spacing": 0}) == {}
+
+
 # ---- command line -------------------------------------------------------------------------
 def _cli(argv):
     """``napari-unet`` through the main CLI."""
@@ -348,11 +387,17 @@ def test_rescaled_base_model_is_finetuned_and_previewed_at_its_scale(em, finetun
     out = save_finetuned(trainer, tmp_path / "ft.pt", info)
     seg = Segmenter(str(out))
     assert seg.loaded.image_diameter == pytest.approx(meta["image_diameter"])
-    # Segment post-processes the saved model as the preview did (the threshold calibrated)
-    assert seg.settings() == dataclasses.replace(session.post, threshold=seg.loaded.meta.get("threshold", session.post.threshold))
+    # Segment post-processes the saved model as the preview did (the threshold calibrated,
+    # and the seeds when the base's cut the annotated cells into pieces: seed_settings)
+    saved = seg.loaded.meta
+    same = dataclasses.replace(session.post, threshold=saved.get("threshold", session.post.threshold))
+    if saved.get("seeds"):
+        same = dataclasses.replace(same, seed_threshold=0.5, depth=None, min_distance=None)
+    assert seg.settings() == same
     from napari_unet.core.finetune import finetuned_settings
 
-    assert seg.settings() == info.postprocess(**finetuned_settings(trainer))  # what the benchmark scores
+    assert seg.settings() == info.postprocess(**finetuned_settings(trainer, base_meta=info.base_meta))
+    assert info.postprocess(**finetuned_settings(trainer)).threshold == seg.settings().threshold  # what the benchmark scores
     assert seg.segment(img).semantic.shape == img.shape
 
 

@@ -46,7 +46,7 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     from .core.data import read_image
-    from .core.finetune import FinetuneSession, describe_calibration, make_finetuner, save_finetuned
+    from .core.finetune import FinetuneSession, describe_calibration, describe_seeds, make_finetuner, save_finetuned
     from .core.models import load_model
 
     images, anns = [Path(p) for p in args.images], [Path(p) for p in args.annotations]
@@ -124,9 +124,10 @@ def run(args) -> int:
         note = " (no improvement over the base model: its weights were kept)"
     print(f"saved {path}: {trainer.step} steps in {time.perf_counter() - t0:.0f} s, "
           f"score {trainer.best_score:.4f} (base {base:.4f}){note}" if base is not None else f"saved {path}")
-    cal = describe_calibration(load_model(path).meta)
-    if cal:
-        print(cal)
+    meta = load_model(path).meta
+    for line in (describe_calibration(meta), describe_seeds(meta)):
+        if line:
+            print(line)
     return 0
 
 

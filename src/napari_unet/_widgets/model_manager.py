@@ -74,13 +74,16 @@ class ModelManagerMixin:
             return None
         model_bus.changed.emit()
         self.refresh_models(select=path.stem)
-        plain, detail = plain_calibration(load_model(path).meta)
+        meta = load_model(path).meta
+        plain, detail = plain_calibration(meta)
         same = self.run.no_improvement()
         base_name = self._info.base_name if self._info is not None else "the base model"
         text = f"Saved '{path.stem}'; it is now in the Segment widget's model list."
         if same:
             text += (f" It has the weights of the base model '{base_name}': training did not improve on it "
                      f"(score {self.run.base_score:.3f}).")
+        if meta.get("seeds"):  # (see core.finetune_save.seed_settings)
+            text += " Touching cells are not split by their shape: the base model's rule cut your cells into pieces."
         self.status.value = text + (f" {plain}." if plain else "")
         self.status.native.setToolTip(f"Saved to {path}" + (f"\n{detail}" if detail else ""))
         if same:

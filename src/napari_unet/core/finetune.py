@@ -79,6 +79,7 @@ __all__ = [
     "calibrate_threshold",
     "finetuned_settings",
     "describe_calibration",
+    "describe_seeds",
     "finetune_config",
     "make_finetuner",
     "save_finetuned",
@@ -543,6 +544,7 @@ def _base_score_from_priors(priors: dict, train: Sequence[Sample], val: Sequence
 from .finetune_save import (  # noqa: E402
     calibrate_threshold,
     describe_calibration,
+    describe_seeds,
     finetuned_settings,
     revert_to_base,
     save_finetuned,
