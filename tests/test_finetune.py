@@ -226,8 +226,13 @@ def test_save_finetuned_by_name_and_path(em, finetune_base, tmp_path):
     # training that did not beat the base model keeps its weights, and its settings too (no
     # calibrated threshold: on usiigaci one moved the threshold to 0.68 and cost F1 0.07)
     trainer.best_score = trainer.base_score
-    same = load_model(save_finetuned(trainer, tmp_path / "same.pt", info)).meta
+    same_model = load_model(save_finetuned(trainer, tmp_path / "same.pt", info))
+    same = same_model.meta
     assert "calibration" not in same and same.get("threshold") == base.meta.get("threshold")
+    # ... with the base's weights, whichever tied weights the run kept
+    assert any(not torch.equal(v.cpu(), info.base_state[k].cpu()) for k, v in trainer.eval_model().state_dict().items())
+    for k, v in same_model.model.state_dict().items():
+        assert torch.equal(v, info.base_state[k].cpu()), k
 
 
 def test_calibration_never_agrees_with_the_strokes_less_than_the_base_model(em, finetune_base):

@@ -268,7 +268,12 @@ def save_finetuned(
         if k in base:
             meta[k] = base[k]
     kept_base = trainer.best_score is not None and trainer.base_score is not None and trainer.best_score <= trainer.base_score
-    if not kept_base:  # with the base model's weights (training did not beat them) its settings stay too
+    if kept_base:
+        # training did not beat the base model: its weights are saved, and its settings stay too
+        # (the kept weights may be later ones that merely tied it on the held-out strokes)
+        model = copy.deepcopy(model)
+        model.load_state_dict(info.base_state)
+    else:
         meta.update(finetuned_settings(trainer, base_meta=base))
     if extra:
         meta.update(extra)
