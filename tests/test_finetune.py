@@ -301,6 +301,14 @@ def test_seed_settings_drop_splitting_that_cuts_cells_at_their_texture():
     assert seed_settings([(_cells_probs(False), [])], nuclei_like) == {}
     # nor does a model without split seeds change
     assert seed_settings(speckled, {**nuclei_like, "seed_depth": None, "seed_spacing": 0}) == {}
+    # the live preview draws the instances as the saved model will
+    from types import SimpleNamespace
+
+    view = SimpleNamespace(post=base_post)
+    probs = speckled[0][0]
+    assert FinetuneSession._as_saved(view, probs, base_post(probs)[1]).max() == 4
+    smooth = _cells_probs(False)
+    np.testing.assert_array_equal(FinetuneSession._as_saved(view, smooth, base_post(smooth)[1]), base_post(smooth)[1])
 
 
 # ---- command line -------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import datetime
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -139,12 +138,12 @@ def split_ratio(planes, meta: dict) -> float | None:
     ``planes`` (see :func:`annotated_probs`) as one seed per connected interior region
     (``p_interior > 0.5``, no split) does; ``None`` when ``meta`` does not split seed regions
     or nothing is found. Measured in the model's own pixels."""
-    from .postprocess import Postprocess
+    from .postprocess import Postprocess, one_seed_per_region
 
     post = Postprocess.for_model(meta, meta.get("diameter"), 1.0, fill_holes=True)
-    if not (post.depth or post.min_distance):
+    single = one_seed_per_region(post)
+    if single is None:
         return None
-    single = replace(post, seed_threshold=0.5, depth=None, min_distance=None)
     split = whole = 0
     for probs, _ in planes:
         split += int(post(probs)[1].max())

@@ -15,7 +15,7 @@ import torch
 from .data import predict_at_scale
 from .normalize import normalize, to_gray
 from .normalize import percentiles as compute_percentiles
-from .postprocess import Postprocess
+from .postprocess import Postprocess, one_seed_per_region
 from .training import Progress, Trainer, context_box, predict_probs, train_mode
 
 if TYPE_CHECKING:
@@ -158,6 +158,18 @@ class FinetuneSession:
         return predict_region(self.trainer.eval_model(), plane, region, limits, self.info.percentiles, self.post,
                               scale=self.info.scale, with_probs=with_probs)
 
+    def _as_saved(self, probs: np.ndarray, inst: np.ndarray) -> np.ndarray:
+        """The preview's instances drawn as the saved model will draw them: one seed per
+        connected interior region when the base's seeds find more than ``SPLIT_RATIO``
+        times as many cells in the view (see :func:`.finetune_save.seed_settings`)."""
+        from .finetune_save import SPLIT_RATIO
+
+        single = one_seed_per_region(self.post)
+        if single is None or not inst.any():
+            return inst
+        alt = single(probs)[1]
+        return alt if alt.max() and inst.max() > SPLIT_RATIO * alt.max() else inst
+
     def preview_now(self) -> Preview | None:
         """A preview of the current weights (call between training steps, same thread)."""
         if self.request is None:
@@ -175,6 +187,7 @@ class FinetuneSession:
         finally:
             if was_training:
                 train_mode(model, self.trainer.cfg.freeze_norm)
+        inst = self._as_saved(probs, inst)
         frac = float(sem.mean()) if sem.size else 0.0
         h = self.trainer.history
         step = h[-1].step if h else 0

@@ -8,7 +8,7 @@ touching cells, and grown over the whole cell mask by a watershed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -26,6 +26,7 @@ __all__ = [
     "seed_depth",
     "hole_area",
     "Postprocess",
+    "one_seed_per_region",
     "POSTPROCESS_KEYS",
     "prior_shift_threshold",
 ]
@@ -267,6 +268,14 @@ class Postprocess:
         """Semantic and instance labels (see :func:`instances_from_probs`)."""
         return instances_from_probs(probs, self.threshold, self.seed_threshold, self.min_size, self.min_distance,
                                     self.max_hole, self.depth, self.distance_depth)
+
+
+def one_seed_per_region(post: Postprocess) -> Postprocess | None:
+    """``post`` with one seed per connected interior region (``p_interior > 0.5``, no
+    split), or ``None`` when ``post`` does not split seed regions (nothing to compare)."""
+    if not (post.depth or post.min_distance):
+        return None
+    return replace(post, seed_threshold=0.5, depth=None, min_distance=None)
 
 
 def prior_shift_threshold(p_cell: np.ndarray, train_prior: float = 0.5, iters: int = 200, bounds=(0.1, 0.9),
