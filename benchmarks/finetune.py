@@ -104,7 +104,7 @@ def score_instances(trainer, info, session, images, truths) -> None:
     if trainer.best_state is not None:  # the weights a saved model carries
         trainer.eval_model().load_state_dict(trainer.best_state)
     saved = finetuned_settings(trainer, base_meta=info.base_meta)
-    from napari_unet.core.finetune_save import SPLIT_RATIO, annotated_probs, split_ratio
+    from napari_unet.core.finetune_save import ONE_SEED_PER_REGION, SPLIT_RATIO, annotated_probs, split_ratio
 
     cal = {k: v for k, v in saved.items() if k in ("threshold", "calibration")}
     ratio = split_ratio(annotated_probs(trainer), {**info.base_meta, **cal})
@@ -113,7 +113,7 @@ def score_instances(trainer, info, session, images, truths) -> None:
     if saved.get("seeds"):
         rows.append(("the base model's seeds", cal))
     else:
-        rows.append(("one seed per connected interior region", {**cal, "seed_threshold": 0.5, "seed_depth": 0, "seed_spacing": 0}))
+        rows.append(("one seed per connected interior region", {**cal, **ONE_SEED_PER_REGION}))
     print("\ninstances of the final weights (F1@0.5 / mean AP):")
     for name, meta in rows:
         session.post = info.postprocess(**meta)

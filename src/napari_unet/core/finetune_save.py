@@ -59,6 +59,8 @@ def _kept_model(trainer: Trainer, state: dict | None = None):
 #: (EM after 60 s of fine-tuning from `nuclei`: 1.75 and more), and is saved with one seed per
 #: connected interior region instead (see :func:`seed_settings`).
 SPLIT_RATIO = 1.5
+#: The seed metadata of one seed per connected interior region (see :func:`.postprocess.one_seed_per_region`).
+ONE_SEED_PER_REGION = {"seed_threshold": 0.5, "seed_spacing": 0, "seed_depth": 0}
 
 
 def annotated_probs(trainer: Trainer, state: dict | None = None, max_side: int = 1024) -> list[tuple[np.ndarray, list]]:
@@ -160,7 +162,7 @@ def seed_settings(planes, meta: dict) -> dict:
     ratio = split_ratio(planes, meta)
     if ratio is None or ratio <= SPLIT_RATIO:
         return {}
-    return {"seed_threshold": 0.5, "seed_spacing": 0, "seed_depth": 0,
+    return {**ONE_SEED_PER_REGION,
             "seeds": {"split_ratio": round(ratio, 2), "limit": SPLIT_RATIO, "kept": "one per interior region"}}
 
 
