@@ -61,10 +61,18 @@ def test_model_files_are_loaded_safely(tmp_path, tiny_model):
         install_model(tiny_model, "../escape")
 
 
-def test_blockwise_equals_whole_on_real_image(data_dir, shipped_model):
+@pytest.mark.parametrize("block", [200, 256])  # halos too large to share (200), shared (256: bands)
+def test_blockwise_equals_whole_on_real_image(data_dir, shipped_model, block, monkeypatch):
+    import napari_unet.core.bands as bands
+
+    calls = []
+    rolling = bands.rolling_probabilities
+    monkeypatch.setattr(bands, "rolling_probabilities", lambda *a, **k: calls.append(1) or rolling(*a, **k))
     img = tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif")
-    whole = Segmenter(shipped_model).segment(img)
-    blocks = Segmenter(shipped_model, block=200).segment(img)
+    # a typed diameter: with none, the size check segments a plane this small whole
+    whole = Segmenter(shipped_model).segment(img, diameter=22)
+    blocks = Segmenter(shipped_model, block=block).segment(img, diameter=22)
+    assert bool(calls) == (block == 256)
     np.testing.assert_array_equal(blocks.semantic, whole.semantic)
     r = summarize([instance_scores(blocks.instances, whole.instances)], thresholds=(0.5, 0.9))
     assert r["f1"] > 0.97
