@@ -94,13 +94,14 @@ def test_blockwise_labels_start_as_uint16_and_widen_when_the_cells_outnumber_the
     assert out3.dtype == np.uint32 and n3 == out3.max() == len(np.unique(out3)) - 1 >= 3 * n - 5
 
 
-def test_lazy_plane_is_read_block_by_block(data_dir, shipped_model):
+@pytest.mark.parametrize("block", [200, 256])  # each block predicts its halo (200), halos shared (256)
+def test_lazy_plane_is_read_block_by_block(data_dir, shipped_model, block):
     """A dask- or zarr-backed plane (a napari layer on a huge file) is segmented from its
     blocks, never read whole, with the labels of the in-memory path."""
     import dask.array as da
 
     img = tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif")
-    whole = Segmenter(shipped_model, block=200).segment(img)
+    whole = Segmenter(shipped_model, block=block).segment(img)
     reads = []
 
     def count(block):
@@ -108,7 +109,7 @@ def test_lazy_plane_is_read_block_by_block(data_dir, shipped_model):
         return block
 
     lazy = da.from_array(img, chunks=100).map_blocks(count, dtype=img.dtype)
-    res = Segmenter(shipped_model, block=200).segment_lazy(lazy)
+    res = Segmenter(shipped_model, block=block).segment_lazy(lazy)
     np.testing.assert_array_equal(res.semantic, whole.semantic)
     assert res.instances.max() == whole.instances.max()
     assert "block by block" in res.notes[0]
