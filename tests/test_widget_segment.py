@@ -51,7 +51,7 @@ def test_dask_layer_segments_without_loading_the_image(viewer_widget, qtbot, mon
     viewer, widget = viewer_widget
     data = nuclei()[0][0]
     monkeypatch.setattr(inference.Segmenter.__init__, "__defaults__",
-                        tuple(200 if d == 2048 else d for d in inference.Segmenter.__init__.__defaults__))  # block 200 px
+                        tuple(256 if d == 2048 else d for d in inference.Segmenter.__init__.__defaults__))  # block 256 px
     viewer.add_image(data, name="memory")
     widget.run_button.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
