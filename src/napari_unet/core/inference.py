@@ -88,7 +88,6 @@ FIT_STATISTIC = "median"
 #: 0.816 -> 0.885 (one image of 289 nuclei found as 2 cells); the val sets never reach it.
 CONSISTENCY = 1.5
 
-#: Guards the cache of specialist models (inputs segmented side by side load each once).
 #: Blocks of a large plane at the model's own scale take the probabilities of their halos
 #: from the blocks before them (:mod:`.bands`) instead of predicting their whole read region
 #: (``False``: the previous path, for benchmarks). An 8192 px frame: 2.08x -> 1.60x its
@@ -96,6 +95,7 @@ CONSISTENCY = 1.5
 #: (``benchmarks/blocks.py``, ``benchmarks/memory.py``; see the README).
 ROLLING = True
 
+#: Guards the cache of specialist models (inputs segmented side by side load each once).
 _SPECIALIST_LOCK = threading.Lock()
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["TileGeometry", "plan_tiles", "predict_tiled", "pad_image", "predict_batch", "predict_image", "valid_patch"]
+__all__ = ["TileGeometry", "plan_tiles", "predict_tiled", "pad_image", "window_start", "predict_batch", "predict_image", "valid_patch"]
 
 
 #: Pixels by which :func:`predict_image` mirrors an image's own edges (``None``: the whole
@@ -39,6 +39,15 @@ BORDER: int | None = 32
 
 def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
+
+
+def window_start(start: int, border: int, margin: int, size: int, padded: int) -> int:
+    """Where, in an image padded by ``border`` px to ``padded`` px, the ``size`` px input
+    of a tile whose output starts at ``start`` (image coordinates) begins: ``margin`` px
+    before it, pushed inwards at the padded image's edges (those pixels then see that edge,
+    as in a whole-image pass). On the pooling grid when ``start``, ``border`` and
+    ``margin`` are."""
+    return min(max(start + border - margin, 0), padded - size)
 
 
 def pad_image(image: np.ndarray, before: tuple[int, int], after: tuple[int, int]) -> np.ndarray:
@@ -94,7 +103,7 @@ class TileGeometry:
         whole-image pass); origins stay on the pooling grid."""
         out = []
         for start, t, e in zip((y, x), self.tile_size, self.extent):
-            w = min(max(start + self.border - self.margin, 0), e + 2 * self.border - t)
+            w = window_start(start, self.border, self.margin, t, e + 2 * self.border)
             out.append((w, start + self.border - w))
         (wy, oy), (wx, ox) = out
         return wy, wx, oy, ox
