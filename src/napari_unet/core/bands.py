@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from .blocks import Block, block_grid
-from .tiling import _round_up, window_start
+from .tiling import _round_up, balanced_core, window_start
 
 __all__ = ["rolling_probabilities"]
 
@@ -40,8 +40,7 @@ def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
 def _cores(a: int, b: int, tile: int, m: int) -> list[tuple[int, int]]:
     """``[a, b)`` cut into as few pieces of at most ``tile`` px as possible, of equal size on
     the pooling grid (``a`` is on it), the last one cut at ``b``."""
-    n = -(-(b - a) // tile)
-    size = _round_up(-(-(b - a) // n), m)
+    size = balanced_core(b - a, tile, m)
     return [(s, min(s + size, b)) for s in range(a, b, size)]
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["TileGeometry", "plan_tiles", "predict_tiled", "pad_image", "window_start", "predict_batch", "predict_image", "valid_patch"]
+__all__ = ["TileGeometry", "plan_tiles", "predict_tiled", "pad_image", "balanced_core", "window_start", "predict_batch", "predict_image", "valid_patch"]
 
 
 #: Pixels by which :func:`predict_image` mirrors an image's own edges (``None``: the whole
@@ -39,6 +39,12 @@ BORDER: int | None = 32
 
 def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
+
+
+def balanced_core(extent: int, most: int, multiple: int) -> int:
+    """The core of the fewest equal tiles of at most ``most`` px that cover ``extent`` px,
+    rounded up to the pooling grid (so little is wasted at the end)."""
+    return _round_up(-(-extent // -(-extent // most)), multiple)
 
 
 def window_start(start: int, border: int, margin: int, size: int, padded: int) -> int:
@@ -77,7 +83,7 @@ class TileGeometry:
         self.extent = tuple(_round_up(s, multiple) for s in self.shape)
         # Balanced tiles: as few as ``core`` allows, equal in size, so little is wasted.
         self.core = tuple(
-            min(e, _round_up(-(-e // -(-e // core)), multiple)) for e in self.extent
+            min(e, balanced_core(e, core, multiple)) for e in self.extent
         )
         self.starts = tuple(
             self._starts(e, c, self.blend) for e, c in zip(self.extent, self.core)
