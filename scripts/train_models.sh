@@ -46,6 +46,11 @@ if [ "$which" = cells ] || [ "$which" = all ]; then
     --description "Phase-contrast whole cells (Usiigaci, T98G, 10x)" --preset medium --diameter 22 \
     --steps 10500 --val-every 1000 --seed 0 --threads 2 --ema 0.998 --resume | tee -a runs/cells_medium.log
   ship cells_medium cells '{"seed_threshold": 0.7, "seed_spacing": 0, "min_size": 60}'
+  # how far the size search's estimate lies from the true median diameter on the training
+  # images (1.354: the area-weighted size of cells of many sizes), so that an image the
+  # generalist hands over is enlarged when its cells are well below the model's size
+  .venv/bin/python scripts/size_bias.py src/napari_unet/weights/cells.pt "$DATA/usiigaci/train" \
+    --output src/napari_unet/weights/cells.pt
 fi
 
 # generalist (the default): DSB 2018, BBBC039 and Usiigaci train splits, every image rescaled

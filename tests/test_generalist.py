@@ -219,3 +219,57 @@ def test_gate_scores_in_bfloat16_stay_close_to_float32(seg, data_dir):
         if torch.backends.mkldnn.is_available():
             assert abs(size.style_score(seg.model, gate, x, bf16=True) - fp32) < 0.05
         assert (fp32 > gate["margin"]) == (name == "usiigaci")
+
+
+def test_phase_contrast_cells_at_half_the_magnification_are_enlarged_by_cells(seg, data_dir):
+    """``cells`` was trained at one scale for its whole set, so a handed-over image keeps
+    that scale unless the cells are well below its size: a usiigaci image shrunk 2x (cells
+    about 21 px) is then enlarged to the estimate (divided by the model's ``size_bias``)
+    instead of being segmented as if its cells were 44 px across."""
+    import numpy as np
+    from skimage.transform import rescale
+
+    img, truth = _read(data_dir, "usiigaci", "val_set46")
+    small = rescale(img.astype(np.float32), 0.5, order=1, preserve_range=True, anti_aliasing=True).astype(img.dtype)
+    truth = rescale(truth, 0.5, order=0, preserve_range=True, anti_aliasing=False).astype(truth.dtype)
+    res = seg.segment(small)
+    assert any("'cells' model" in n for n in res.notes) and any("enlarged" in n for n in res.notes), res.notes
+    assert abs(res.diameter / median_diameter(truth) - 1) < 0.25, (res.diameter, median_diameter(truth))
+    cells = seg._specialist("cells")
+    bias = cells.loaded.meta.pop("size_bias")
+    try:  # without it, the model's own scale: the cells are half its size
+        fixed = seg.segment(small)
+    finally:
+        cells.loaded.meta["size_bias"] = bias
+    f1, f1_fixed = (summarize([instance_scores(r.instances, truth)])["f1"] for r in (res, fixed))
+    assert f1 >= 0.7 and f1 > f1_fixed + 0.3, (f1, f1_fixed)
+    # at its own magnification nothing changes: the model's scale, no estimate in the way
+    res = seg.segment(img)
+    assert res.diameter == cells.loaded.image_diameter and not any("enlarged" in n for n in res.notes), res.notes
+
+
+def test_a_specialist_checks_its_size_only_when_nobody_chose_one(seg, monkeypatch):
+    """The hand-over passes a typed diameter on as it is; with none, a specialist with a
+    ``size_bias`` checks the size itself (``"auto"``), and one without keeps its scale."""
+    cells = seg._specialist("cells")
+    assert cells.loaded.meta.get("size_bias")
+    assert seg.handover_diameter(cells, None) == "auto"
+    assert seg.handover_diameter(cells, 30.0) == 30.0
+    monkeypatch.delitem(cells.loaded.meta, "size_bias")
+    assert seg.handover_diameter(cells, None) is None
+
+
+def test_estimates_of_a_model_with_a_size_bias_are_divided_by_it(seg, monkeypatch):
+    """``estimate_diameter`` divides the search's answer by ``size_bias``; ``"auto"`` then
+    enlarges cells found more than ``AUTO_TOLERANCE`` below the model's size and keeps the
+    model's scale for all others, larger ones included."""
+    import numpy as np
+
+    cells = seg._specialist("cells")
+    bias, own = cells.loaded.meta["size_bias"], cells.loaded.image_diameter
+    plane = np.zeros((64, 64), np.float32)
+    for raw, enlarged in ((0.5 * own * bias, True), (0.8 * own * bias, False), (3 * own * bias, False)):
+        monkeypatch.setattr(type(cells), "size_search", lambda self, p, limits=None, tolerance=None, raw=raw: (raw, False, None))
+        assert cells.estimate_diameter(plane) == pytest.approx(raw / bias)
+        d, note, _ = cells.auto_diameter(plane)
+        assert (d == pytest.approx(raw / bias)) if enlarged else d is None, (raw, d, note)

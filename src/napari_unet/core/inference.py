@@ -266,7 +266,9 @@ class Segmenter:
         :mod:`.size`'s features: a median error of 38-43 % on dsb2018/val against this
         search's 14 %, so not used).
         """
-        return self.size_search(plane, limits)[0]
+        found = self.size_search(plane, limits)[0]
+        bias = self.loaded.meta.get("size_bias")
+        return found / float(bias) if found is not None and bias else found
 
     def auto_diameter(self, plane: np.ndarray, limits=None) -> tuple[float | None, str, tuple | None]:
         """What ``diameter="auto"`` segments ``plane`` at: ``(diameter, note, result)``.
@@ -282,6 +284,8 @@ class Segmenter:
         the whole plane when the first, model-scale pass already covered all of it and is
         kept, so small images pay nothing for the check.
         """
+        if self.loaded.meta.get("size_bias"):
+            return self._enlarge_only(plane, limits)
         found, fits, whole = self.size_search(plane, limits, AUTO_TOLERANCE)
         if found is None:
             return None, "no cells found to estimate their diameter; used the model's scale", None
@@ -291,6 +295,23 @@ class Segmenter:
                 return found, f"cells about {found:.0f} px across: enlarged to the model's size ({own:g} px)", None
             return None, f"cells about {found:.0f} px across fit the model: not rescaled", whole
         return found, f"estimated cell diameter: {found:.1f} px", None
+
+    def _enlarge_only(self, plane: np.ndarray, limits=None) -> tuple[float | None, str, None]:
+        """:meth:`auto_diameter` of a model trained at one scale for a whole set (``cells``:
+        its phase-contrast cells of 34-74 px all halved), whose metadata records how far the
+        search's estimate lies from the true median diameter on its training images
+        (``size_bias``, ``scripts/size_bias.py``). Cells found well below the model's size
+        (by more than :data:`AUTO_TOLERANCE`) are enlarged to it; others keep the model's
+        scale, since larger cells come out of such a network in pieces whose size the
+        estimate cannot be trusted with (usiigaci/val, rescaled to other magnifications:
+        ``benchmarks/handover_size.py``)."""
+        found = self.estimate_diameter(plane, limits)
+        own = self.loaded.image_diameter
+        if found is None or not own:
+            return None, "no cells found to estimate their diameter; used the model's scale", None
+        if found * AUTO_TOLERANCE < own:
+            return found, f"cells about {found:.0f} px across: enlarged to the model's size", None
+        return None, f"cells about {found:.0f} px across: segmented at the model's scale ({own:g} px)", None
 
     def size_search(self, plane: np.ndarray, limits=None, tolerance: float | None = None):
         """``(estimate, fits, whole)``: see :meth:`estimate_diameter` and :meth:`auto_diameter`.
@@ -445,6 +466,14 @@ class Segmenter:
             return None
         return self._specialist(gate["model"])
 
+    def handover_diameter(self, other: Segmenter, asked):
+        """The diameter a specialist gets with a handed-over image: the user's, or, when
+        none was asked of a model that sizes every image itself, ``"auto"`` for a
+        specialist that can check its own size (``size_bias`` in its metadata)."""
+        if asked is None and self.resolve_diameter(None) == "auto" and other.loaded.meta.get("size_bias"):
+            return "auto"
+        return asked
+
     def gate_score(self, plane: np.ndarray) -> float:
         """The score of the model's gate (``meta["delegate"]``) for a one-channel ``plane``:
         above its margin, :meth:`delegate_for` hands the plane to the gate's model."""
@@ -556,7 +585,7 @@ class Segmenter:
         crop = np.asarray(plane[max(0, cy - r) : cy + r, max(0, cx - r) : cx + r])
         other = self.delegate_for(crop)
         if other is not None:
-            res = other.segment_lazy(plane, diameter, progress)
+            res = other.segment_lazy(plane, self.handover_diameter(other, diameter), progress)
             res.notes.insert(0, f"looks like the images of the {other.loaded.name!r} model: segmented with it")
             return res
         notes = [f"read block by block ({h} x {w} px, not loaded whole)"]
@@ -592,7 +621,7 @@ class Segmenter:
         colour = out_shape != tuple(image.shape) and self.in_channels == 1
         other = self.delegate_for(planes[0], colour=colour)
         if other is not None:  # a specialist does better on such images: hand them over
-            res = other.segment(image, asked, rgb, progress)
+            res = other.segment(image, self.handover_diameter(other, asked), rgb, progress)
             tissue = self.__dict__.get("_specialists", {}).get(str(self.loaded.meta.get("colour_model")))
             name = other.loaded.name
             if colour and other is tissue:
