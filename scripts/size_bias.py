@@ -41,8 +41,7 @@ def main(argv=None) -> int:
     print(f"size_bias = {bias:.3f} (median of {len(ratios)} images; quartiles "
           f"{np.percentile(ratios, 25):.2f}-{np.percentile(ratios, 75):.2f})")
     if args.output:
-        m = load_model(args.model)
-        save_model(args.output, m.model, {**m.meta, "size_bias": round(bias, 3)}, half=True)
+        save_model(args.output, loaded.model, {**loaded.meta, "size_bias": round(bias, 3)}, half=True)
         print(f"wrote {args.output}")
     return 0
 

@@ -35,6 +35,9 @@ Progress = Callable[[float, str], None]
 #: the square: a 128 px image with 0.25 px cells would otherwise become 14,000 px wide).
 MAX_UPSCALE = 8.0
 
+#: The note of ``diameter="auto"`` when the size search finds no cells.
+NO_CELLS_NOTE = "no cells found to estimate their diameter; used the model's scale"
+
 #: ``diameter="auto"`` keeps the model's own scale when the cells found there are within this
 #: factor of its size (training's scale augmentation covers them; see ``auto_diameter``).
 AUTO_TOLERANCE = 1.5
@@ -288,7 +291,7 @@ class Segmenter:
             return self._enlarge_only(plane, limits)
         found, fits, whole = self.size_search(plane, limits, AUTO_TOLERANCE)
         if found is None:
-            return None, "no cells found to estimate their diameter; used the model's scale", None
+            return None, NO_CELLS_NOTE, None
         if fits:
             own = self.loaded.diameter
             if SMALL_FIT and found * self.loaded.scale(None) * SMALL_FIT < own:
@@ -308,7 +311,7 @@ class Segmenter:
         found = self.estimate_diameter(plane, limits)
         own = self.loaded.image_diameter
         if found is None or not own:
-            return None, "no cells found to estimate their diameter; used the model's scale", None
+            return None, NO_CELLS_NOTE, None
         if found * AUTO_TOLERANCE < own:
             return found, f"cells about {found:.0f} px across: enlarged to the model's size", None
         return None, f"cells about {found:.0f} px across: segmented at the model's scale ({own:g} px)", None
