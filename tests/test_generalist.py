@@ -260,16 +260,32 @@ def test_a_specialist_checks_its_size_only_when_nobody_chose_one(seg, monkeypatc
 
 
 def test_estimates_of_a_model_with_a_size_bias_are_divided_by_it(seg, monkeypatch):
-    """``estimate_diameter`` divides the search's answer by ``size_bias``; ``"auto"`` then
-    enlarges cells found more than ``AUTO_TOLERANCE`` below the model's size and keeps the
-    model's scale for all others, larger ones included."""
+    """``estimate_diameter`` divides the search's answer by ``size_bias``. ``"auto"`` first
+    looks at the model's own scale: cells found there within ``AUTO_TOLERANCE`` of its size,
+    or larger, keep that scale and its answer without a search; smaller ones are searched
+    and enlarged when the search also finds them small."""
     import numpy as np
 
     cells = seg._specialist("cells")
     bias, own = cells.loaded.meta["size_bias"], cells.loaded.image_diameter
     plane = np.zeros((64, 64), np.float32)
+    searched = []
+
+    def own_scale(median):
+        whole = ("probs", "semantic", "instances")
+        monkeypatch.setattr(type(cells), "_size_at", lambda self, p, d, side, limits: ({"median": median, "area-weighted": 0}, whole))
+        return whole
+
     for raw, enlarged in ((0.5 * own * bias, True), (0.8 * own * bias, False), (3 * own * bias, False)):
-        monkeypatch.setattr(type(cells), "size_search", lambda self, p, limits=None, tolerance=None, raw=raw: (raw, False, None))
+        monkeypatch.setattr(type(cells), "size_search",
+                            lambda self, p, limits=None, tolerance=None, raw=raw: searched.append(raw) or (raw, False, None))
         assert cells.estimate_diameter(plane) == pytest.approx(raw / bias)
+        own_scale(0.5 * own)  # small at the model's scale: searched
         d, note, _ = cells.auto_diameter(plane)
         assert (d == pytest.approx(raw / bias)) if enlarged else d is None, (raw, d, note)
+    searched.clear()
+    for median in (0.8 * own, 3 * own):  # fits, or larger: the model's scale, its pass kept
+        whole = own_scale(median)
+        d, note, kept = cells.auto_diameter(plane)
+        assert d is None and kept is whole and "model's scale" in note, (median, d, note)
+    assert not searched

@@ -299,22 +299,34 @@ class Segmenter:
             return None, f"cells about {found:.0f} px across fit the model: not rescaled", whole
         return found, f"estimated cell diameter: {found:.1f} px", None
 
-    def _enlarge_only(self, plane: np.ndarray, limits=None) -> tuple[float | None, str, None]:
+    def _enlarge_only(self, plane: np.ndarray, limits=None) -> tuple[float | None, str, tuple | None]:
         """:meth:`auto_diameter` of a model trained at one scale for a whole set (``cells``:
         its phase-contrast cells of 34-74 px all halved), whose metadata records how far the
         search's estimate lies from the true median diameter on its training images
-        (``size_bias``, ``scripts/size_bias.py``). Cells found well below the model's size
-        (by more than :data:`AUTO_TOLERANCE`) are enlarged to it; others keep the model's
-        scale, since larger cells come out of such a network in pieces whose size the
-        estimate cannot be trusted with (usiigaci/val, rescaled to other magnifications:
-        ``benchmarks/handover_size.py``)."""
-        found = self.estimate_diameter(plane, limits)
+        (``size_bias``, ``scripts/size_bias.py``).
+
+        A central crop is segmented at the model's scale, as the fit check does (the
+        answer itself when the crop is the whole plane). Only when the median cell found
+        there is more than :data:`AUTO_TOLERANCE` below the model's size is the size
+        searched, and cells the search also finds that small are enlarged to it. Larger
+        cells keep the model's scale: they come out of such a network in pieces whose size
+        the estimate cannot be trusted with (usiigaci/val rescaled to other
+        magnifications: ``benchmarks/handover_size.py``)."""
         own = self.loaded.image_diameter
-        if found is None or not own:
+        if not own:
             return None, NO_CELLS_NOTE, None
+        if limits is None:
+            limits = self.limits(plane)
+        side = 512 if min(plane.shape[-2:]) > 1024 else None  # as the fit check looks first
+        sizes, whole = self._size_at(plane, own, side, limits)
+        if sizes is not None and sizes[FIT_STATISTIC] * AUTO_TOLERANCE >= own:
+            return None, f"cells about {sizes[FIT_STATISTIC]:.0f} px across: segmented at the model's scale", whole
+        found = self.estimate_diameter(plane, limits)
+        if found is None:
+            return None, NO_CELLS_NOTE, whole
         if found * AUTO_TOLERANCE < own:
             return found, f"cells about {found:.0f} px across: enlarged to the model's size", None
-        return None, f"cells about {found:.0f} px across: segmented at the model's scale ({own:g} px)", None
+        return None, f"cells about {found:.0f} px across: segmented at the model's scale", whole
 
     def size_search(self, plane: np.ndarray, limits=None, tolerance: float | None = None):
         """``(estimate, fits, whole)``: see :meth:`estimate_diameter` and :meth:`auto_diameter`.
