@@ -289,3 +289,28 @@ def test_estimates_of_a_model_with_a_size_bias_are_divided_by_it(seg, monkeypatc
         d, note, kept = cells.auto_diameter(plane)
         assert d is None and kept is whole and "model's scale" in note, (median, d, note)
     assert not searched
+
+
+def test_a_phase_contrast_time_lapse_is_handed_to_cells_as_one_image_is(seg, data_dir, monkeypatch):
+    """A time-lapse goes through ``segment_stack``, not ``segment``; the gate sees its first
+    frame and hands the whole movie over, ids linked by the specialist (before: the
+    generalist segmented phase contrast itself, F1 0.03 on usiigaci/val as a movie). A
+    specialist that finds nothing gives the movie back."""
+    import numpy as np
+
+    from napari_unet.core.inference import Segmentation
+    from napari_unet.core.stack import segment_stack
+
+    frames = [_read(data_dir, "usiigaci", name) for name in ("val_set46", "val_set50")]
+    h, w = (min(f[0].shape[i] for f in frames) for i in (0, 1))
+    movie = np.stack([img[:h, :w] for img, _ in frames])[:, None]
+    sem, inst, notes = segment_stack(seg, movie)
+    assert notes[0] == "looks like the images of the 'cells' model: segmented with it", notes
+    assert inst.shape == movie.shape and sem.shape == movie.shape
+    r = summarize([instance_scores(inst[t, 0], truth[:h, :w]) for t, (_, truth) in enumerate(frames)])
+    assert r["f1"] >= F1_USIIGACI, r
+    cells = seg._specialist("cells")
+    empty = Segmentation(np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint16))
+    monkeypatch.setattr(cells, "segment_plane", lambda *a, **k: empty)
+    sem, inst, notes = segment_stack(seg, movie[:1])
+    assert any("found no cells: segmented with this one" in n for n in notes) and inst.any(), notes

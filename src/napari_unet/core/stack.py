@@ -451,6 +451,14 @@ def segment_stack(
         raise ValueError(f"volumes (Z) are segmented by one-channel models; the model {segmenter.loaded.name!r} "
                          f"reads {segmenter.in_channels} channels: segment its planes one by one (--axes with T instead of Z)")
     notes = []
+    other = None if multi or not hasattr(segmenter, "delegate_for") else segmenter.delegate_for(movie[0, nz // 2])
+    if other is not None:  # a specialist does better on such images, as for one plane
+        name = other.loaded.name
+        handed = segment_stack(other, movie, anisotropy, segmenter.handover_diameter(other, diameter), method, link,
+                               min_iou, progress, split_merges)
+        if handed[1].any():
+            return handed[0], handed[1], [f"looks like the images of the {name!r} model: segmented with it", *handed[2]]
+        notes.append(f"the {name!r} model, to which the images looked suited, found no cells: segmented with this one")
     if nz > 1 and nz < MIN_PLANES_3D and method == "orthogonal":
         method = "stitch"  # side views of a few planes show no whole cell
     if nz > 1:
