@@ -314,3 +314,18 @@ def test_a_phase_contrast_time_lapse_is_handed_to_cells_as_one_image_is(seg, dat
     monkeypatch.setattr(cells, "segment_plane", lambda *a, **k: empty)
     sem, inst, notes = segment_stack(seg, movie[:1])
     assert any("found no cells: segmented with this one" in n for n in notes) and inst.any(), notes
+
+
+def test_a_colour_tissue_time_lapse_is_handed_to_tissue_as_one_image_is(seg, data_dir):
+    """An RGB stack reaches ``segment_stack`` as planes made from its colours; it is told
+    they were colour, so stained tissue goes to ``tissue`` as a single image does."""
+    import numpy as np
+
+    from napari_unet.core.pipeline import Input, segment_input
+
+    img, truth = _read(data_dir, "dsb2018", "ad473063dab4")
+    res = segment_input(seg, Input(np.stack([img, img[:, ::-1]]), "TYXS", 1.0, None, []))
+    assert "stained tissue in colour: segmented with the 'tissue' model" in res.notes, res.notes
+    assert res.instances.shape == (2,) + truth.shape
+    r = summarize([instance_scores(res.instances[0], truth), instance_scores(res.instances[1][:, ::-1], truth)])
+    assert r["f1"] >= F1_COLOUR, r

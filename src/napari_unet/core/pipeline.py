@@ -116,7 +116,7 @@ def segment_input(segmenter, inp: Input, diameter=None, progress=None) -> Result
     planes = pick_channel(data, c)
     if data.shape[2] > 1:
         notes.append(f"segmented channel {c} of {data.shape[2]}" + (" (--channel picks another)" if inp.channel is None else ""))
-    sem, inst, more = segment_stack(segmenter, planes, inp.anisotropy, diameter, progress=progress)
+    sem, inst, more = segment_stack(segmenter, planes, inp.anisotropy, diameter, progress=progress, colour=info.rgb)
     notes += more
     lax = info.labels_axes
     spacing = tuple(inp.anisotropy if ch == "Z" else 1.0 for ch in lax)

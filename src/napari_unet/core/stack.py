@@ -427,6 +427,7 @@ def segment_stack(
     min_iou: float = 0.1,
     progress: Progress | None = None,
     split_merges: bool = True,
+    colour: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Semantic and instance labels ``(T, Z, Y, X)`` of a ``(T, Z, Y, X)`` array, and notes.
 
@@ -436,7 +437,10 @@ def segment_stack(
     ``T > 1`` and ``link``: ids are kept over time by :func:`link_frames` (``min_iou``,
     ``split_merges``: objects holding two cells of the frame before are cut between them);
     without ``link`` each frame numbers its cells from 1. ``diameter`` ``"auto"``/0 is
-    estimated once, on the first frame. Typical use::
+    estimated once, on the first frame. A model that hands some images to a specialist
+    (:meth:`.inference.Segmenter.delegate_for`: phase contrast to ``cells``, stained tissue
+    to ``tissue``) decides on the first frame, for the whole stack; ``colour``: the planes
+    were made from an RGB image's colours. Typical use::
 
         data, info = to_tzcyx(image, axes)
         sem, inst, notes = segment_stack(seg, pick_channel(data, channel), anisotropy)
@@ -451,13 +455,15 @@ def segment_stack(
         raise ValueError(f"volumes (Z) are segmented by one-channel models; the model {segmenter.loaded.name!r} "
                          f"reads {segmenter.in_channels} channels: segment its planes one by one (--axes with T instead of Z)")
     notes = []
-    other = None if multi or not hasattr(segmenter, "delegate_for") else segmenter.delegate_for(movie[0, nz // 2])
+    other = None if multi or not hasattr(segmenter, "delegate_for") else segmenter.delegate_for(movie[0, nz // 2], colour)
     if other is not None:  # a specialist does better on such images, as for one plane
         name = other.loaded.name
         handed = segment_stack(other, movie, anisotropy, segmenter.handover_diameter(other, diameter), method, link,
-                               min_iou, progress, split_merges)
+                               min_iou, progress, split_merges, colour)
         if handed[1].any():
-            return handed[0], handed[1], [f"looks like the images of the {name!r} model: segmented with it", *handed[2]]
+            said = (f"stained tissue in colour: segmented with the {name!r} model" if colour and name == segmenter.loaded.meta.get("colour_model")
+                    else f"looks like the images of the {name!r} model: segmented with it")
+            return handed[0], handed[1], [said, *handed[2]]
         notes.append(f"the {name!r} model, to which the images looked suited, found no cells: segmented with this one")
     if nz > 1 and nz < MIN_PLANES_3D and method == "orthogonal":
         method = "stitch"  # side views of a few planes show no whole cell
