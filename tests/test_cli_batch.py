@@ -219,3 +219,25 @@ def test_a_channel_of_a_two_channel_image_segments_like_the_image_alone(folder, 
     assert two.shape == img.shape  # YXC read from the shape, labels without C
     np.testing.assert_array_equal(two > 0, alone > 0)
     assert len(np.unique(two)) == len(np.unique(alone))
+
+
+def test_a_phase_contrast_zarr_is_handed_to_cells_as_its_tiff_is(data_dir, tmp_path):
+    """A zarr input takes the default model's decisions as a TIFF does: the gate hands
+    phase contrast to ``cells`` (read whole when it is one block, with the same labels),
+    and a plane larger than a block is planned from its centre (``lazy_plan``)."""
+    zarr = pytest.importorskip("zarr")
+    from napari_unet.core.inference import Segmenter
+    from napari_unet.core.pipeline import segment_zarr
+
+    img = tifffile.imread(data_dir / "usiigaci" / "val" / "val_set46.tif")
+    tifffile.imwrite(tmp_path / "p.tif", img)
+    z = zarr.open_array(str(tmp_path / "p.zarr"), mode="w", shape=img.shape, chunks=(256, 256), dtype=img.dtype)
+    z[:] = img
+    assert run(tmp_path / "p.zarr", "-o", tmp_path / "out") == 0
+    assert run(tmp_path / "p.tif", "-o", tmp_path / "out") == 0
+    tiff = tifffile.imread(tmp_path / "out" / "p_labels.tif")
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out" / "p_labels.zarr"), mode="r")[:], tiff)
+    res = segment_zarr(Segmenter("generalist", precision="fp32", block=512), tmp_path / "p.zarr",
+                       tmp_path / "big_labels.zarr", tmp_path / "big_cells.zarr")
+    assert any("'cells' model" in n for n in res.notes), res.notes
+    assert abs(res.n_cells - int(tiff.max())) <= 0.15 * int(tiff.max()), (res.n_cells, int(tiff.max()))

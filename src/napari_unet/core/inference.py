@@ -596,22 +596,30 @@ class Segmenter:
         h, w = plane.shape
         if h <= self.block and w <= self.block:
             return self.segment(np.asarray(plane), diameter, rgb=False, progress=progress)
+        seg, diameter, limits, notes = self.lazy_plan(plane, diameter)
+        res = seg.segment_plane(plane, diameter, limits, progress)  # larger than a block: blockwise
+        res.notes[:0] = notes
+        return res
+
+    def lazy_plan(self, plane, diameter: float | str | None = None) -> tuple[Segmenter, Any, Any, list[str]]:
+        """How a 2D grayscale plane larger than a block and not in memory is segmented
+        block by block: ``(segmenter, diameter, limits, notes)``. The gate and the size
+        check look at a central crop (a specialist, e.g. ``cells``, may take the plane
+        over), the intensity limits at a regular subsample."""
+        h, w = plane.shape
         cy, cx, r = h // 2, w // 2, self.block // 2
         crop = np.asarray(plane[max(0, cy - r) : cy + r, max(0, cx - r) : cx + r])
         other = self.delegate_for(crop)
         if other is not None:
-            res = other.segment_lazy(plane, self.handover_diameter(other, diameter), progress)
-            res.notes.insert(0, f"looks like the images of the {other.loaded.name!r} model: segmented with it")
-            return res
+            seg, diameter, limits, notes = other.lazy_plan(plane, self.handover_diameter(other, diameter))
+            return seg, diameter, limits, [f"looks like the images of the {other.loaded.name!r} model: segmented with it", *notes]
         notes = [f"read block by block ({h} x {w} px, not loaded whole)"]
         limits = percentiles(plane, *self.percentiles)
         diameter = self.resolve_diameter(diameter)
         if diameter in ("auto", 0):
             diameter, note, _ = self.auto_diameter(crop, limits)
             notes.append(note + " (from the centre of the image)")
-        res = self.segment_plane(plane, diameter, limits, progress)  # larger than a block: blockwise
-        res.notes[:0] = notes
-        return res
+        return self, diameter, limits, notes
 
     # ---- any image -------------------------------------------------------------------
     def segment(self, image: np.ndarray, diameter: float | str | None = None, rgb: bool | None = None, progress: Progress | None = None) -> Segmentation:

@@ -169,13 +169,20 @@ def segment_zarr(segmenter, path: str | Path, labels_path: str | Path, cells_pat
         src = src[keys[0]]
     if src.ndim != 2:
         raise ValueError(f"zarr input must be a 2D (Y, X) array, got shape {src.shape}")
-    if diameter in ("auto", 0):
-        raise ValueError("--diameter auto is not available for zarr inputs; give the diameter in pixels")
+    if getattr(segmenter, "in_channels", 1) > 1:
+        raise ValueError(f"the model {segmenter.loaded.name!r} reads {segmenter.in_channels} channels; "
+                         "zarr input is a single 2D (Y, X) array: give a TIFF with the channels")
     kw = dict(shape=src.shape, chunks=(chunk, chunk), zarr_format=2)
     inst = zarr.open_array(str(labels_path), mode="w-", dtype=np.uint32, fill_value=0, **kw)
     sem = zarr.open_array(str(cells_path), mode="w-", dtype=np.uint8, fill_value=0, **kw)
-    n, _ = segmenter.segment_blocks(src, diameter, out=(sem, inst))
-    return _ZarrResult(sem, inst, "YX", notes=[f"blockwise, {src.shape[0]} x {src.shape[1]} px"], count=n)
+    if max(src.shape) <= segmenter.block:  # one block: read whole, as the same image in a TIFF
+        res = segmenter.segment(np.asarray(src), diameter, rgb=False)
+        sem[:], inst[:] = res.semantic, res.instances
+        return _ZarrResult(sem, inst, "YX", notes=res.notes, count=int(res.instances.max()))
+    # the gate, the size check and the intensity limits look at a central crop and a subsample
+    seg, diameter, limits, notes = segmenter.lazy_plan(src, diameter)
+    n, _ = seg.segment_blocks(src, diameter, limits, out=(sem, inst))
+    return _ZarrResult(sem, inst, "YX", notes=[f"blockwise, {src.shape[0]} x {src.shape[1]} px", *notes], count=n)
 
 
 @dataclass
