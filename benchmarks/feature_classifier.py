@@ -11,7 +11,7 @@ images painted, every ``isbi2012/train`` image scored: pooled pixel IoU of the c
 and pixel error). Features: the filters (``multiscale_basic_features``, as the forest's),
 the network's (the output of each decoder level, up-sampled bilinearly to the image, and
 its class probabilities), and both; classifiers: a random forest (100 trees) and a
-logistic regression, on standardised features. Not adopted: see the README.
+logistic regression, on standardised features. Not adopted: see docs/results.md.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 Every network call (tiles, the size check, the gate's specialist) averages the softmax
 probabilities of the tile as it is and flipped (2: left-right; 4: also up-down and both),
 then the usual ``napari-unet evaluate MODEL --labels DIR`` runs. Measured for the
-``generalist`` (README, *Segmentation quality*): dsb2018 F1 0.782 -> 0.797, bbbc039 0.949 ->
+``generalist`` (docs/results.md, *Segmentation quality*): dsb2018 F1 0.782 -> 0.797, bbbc039 0.949 ->
 0.950, usiigaci 0.871 -> 0.855 with 4 flips: not a gain across sets, so not adopted.
 """
 

@@ -95,7 +95,7 @@ CONSISTENCY = 1.5
 #: from the blocks before them (:mod:`.bands`) instead of predicting their whole read region
 #: (``False``: the previous path, for benchmarks). An 8192 px frame: 2.08x -> 1.60x its
 #: pixels through the network, about 60 -> 52 s; peak memory 0.97-1.01 -> 0.98-1.47 GB
-#: (``benchmarks/blocks.py``, ``benchmarks/memory.py``; see the README).
+#: (``benchmarks/blocks.py``, ``benchmarks/memory.py``; see docs/results.md).
 ROLLING = True
 
 #: Guards the cache of specialist models (inputs segmented side by side load each once).
