@@ -42,17 +42,20 @@ def main(argv=None) -> int:
                 for img, lab in pairs]
         truths = [lab for _, lab in data]
         handed = [seg.delegate_for(as_planes(img)[0][0]) for img, _ in data]
-        cells = next(h for h in handed if h is not None)
+        cells = seg._specialist("cells")
         bias = cells.loaded.meta["size_bias"]
         row = []
-        for on in (False, True):
-            if on:
-                cells.loaded.meta["size_bias"] = bias
-            else:
-                cells.loaded.meta.pop("size_bias")
-            results = [seg.segment(img) for img, _ in data]
-            r = evaluate_predictions([res.instances for res in results], truths)
-            row.append(f"{r['f1']:.3f} / {r['mean_ap']:.3f} / {r['pixel_iou']:.3f}")
+        try:
+            for on in (False, True):
+                if on:
+                    cells.loaded.meta["size_bias"] = bias
+                else:
+                    cells.loaded.meta.pop("size_bias")
+                results = [seg.segment(img) for img, _ in data]
+                r = evaluate_predictions([res.instances for res in results], truths)
+                row.append(f"{r['f1']:.3f} / {r['mean_ap']:.3f} / {r['pixel_iou']:.3f}")
+        finally:
+            cells.loaded.meta["size_bias"] = bias
         enlarged = sum("enlarged" in " ".join(res.notes) for res in results)
         d = np.median([median_diameter(t) for t in truths])
         print(f"| x{f:g} | {d:.0f} | {sum(h is not None for h in handed)} / {len(data)} | {row[0]} | {row[1]} | {enlarged} |", flush=True)

@@ -37,6 +37,8 @@ def main(argv=None) -> int:
         if found and true:
             ratios.append(found / true)
             print(f"{img_p.name}: true {true:.1f} px, estimate {found:.1f} px ({found / true:.2f}x)")
+    if not ratios:
+        raise SystemExit("no training image gave 3 or more cells to measure: no size_bias written")
     bias = float(np.median(ratios))
     print(f"size_bias = {bias:.3f} (median of {len(ratios)} images; quartiles "
           f"{np.percentile(ratios, 25):.2f}-{np.percentile(ratios, 75):.2f})")

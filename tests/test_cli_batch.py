@@ -241,3 +241,24 @@ def test_a_phase_contrast_zarr_is_handed_to_cells_as_its_tiff_is(data_dir, tmp_p
                        tmp_path / "big_labels.zarr", tmp_path / "big_cells.zarr")
     assert any("'cells' model" in n for n in res.notes), res.notes
     assert abs(res.n_cells - int(tiff.max())) <= 0.15 * int(tiff.max()), (res.n_cells, int(tiff.max()))
+
+
+def test_a_zarr_handed_to_a_specialist_that_finds_nothing_is_given_back(data_dir, tmp_path, monkeypatch):
+    """As for an image in memory: when the specialist the gate chose finds no cells, the
+    default model segments the plane itself, and says so (``segment_zarr`` and
+    ``Segmenter.segment_lazy`` alike)."""
+    zarr = pytest.importorskip("zarr")
+    from napari_unet.core.inference import Segmenter
+    from napari_unet.core.pipeline import segment_zarr
+
+    img = tifffile.imread(data_dir / "usiigaci" / "val" / "val_set46.tif")
+    z = zarr.open_array(str(tmp_path / "p.zarr"), mode="w", shape=img.shape, chunks=(256, 256), dtype=img.dtype)
+    z[:] = img
+    seg = Segmenter("generalist", precision="fp32", block=512)
+    cells = seg._specialist("cells")
+    monkeypatch.setattr(cells, "segment_blocks", lambda plane, d=None, limits=None, progress=None, out=None: (0, out[1]))
+    res = segment_zarr(seg, tmp_path / "p.zarr", tmp_path / "l.zarr", tmp_path / "c.zarr")
+    assert any("'cells' model, to which the image looked suited, found no cells" in n for n in res.notes), res.notes
+    assert res.n_cells > 0 and zarr.open_array(str(tmp_path / "l.zarr"), mode="r")[:].max() == res.n_cells
+    lazy = seg.segment_lazy(z)
+    assert any("found no cells: segmented with this one" in n for n in lazy.notes) and lazy.instances.any(), lazy.notes

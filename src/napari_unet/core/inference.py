@@ -38,6 +38,11 @@ MAX_UPSCALE = 8.0
 #: The note of ``diameter="auto"`` when the size search finds no cells.
 NO_CELLS_NOTE = "no cells found to estimate their diameter; used the model's scale"
 
+def gave_back_note(name: str) -> str:
+    """The note of a hand-over undone: the specialist ``name`` found no cells."""
+    return f"the {name!r} model, to which the image looked suited, found no cells: segmented with this one"
+
+
 #: ``diameter="auto"`` keeps the model's own scale when the cells found there are within this
 #: factor of its size (training's scale augmentation covers them; see ``auto_diameter``).
 AUTO_TOLERANCE = 1.5
@@ -325,6 +330,7 @@ class Segmenter:
         if found is None:
             return None, NO_CELLS_NOTE, whole
         if found * AUTO_TOLERANCE < own:
+            found = max(found, self.loaded.diameter / MAX_UPSCALE)  # specks: enlarged at most MAX_UPSCALE x
             return found, f"cells about {found:.0f} px across: enlarged to the model's size", None
         return None, f"cells about {found:.0f} px across: segmented at the model's scale", whole
 
@@ -596,20 +602,26 @@ class Segmenter:
         h, w = plane.shape
         if h <= self.block and w <= self.block:
             return self.segment(np.asarray(plane), diameter, rgb=False, progress=progress)
-        seg, diameter, limits, notes = self.lazy_plan(plane, diameter)
-        res = seg.segment_plane(plane, diameter, limits, progress)  # larger than a block: blockwise
+        seg, d, limits, notes = self.lazy_plan(plane, diameter)
+        res = seg.segment_plane(plane, d, limits, progress)  # larger than a block: blockwise
+        if seg is not self and not res.instances.any():  # the gate was wrong: not its kind of image
+            _, d, limits, notes = self.lazy_plan(plane, diameter, delegate=False)
+            notes.insert(0, gave_back_note(seg.loaded.name))
+            res = self.segment_plane(plane, d, limits, progress)
         res.notes[:0] = notes
         return res
 
-    def lazy_plan(self, plane, diameter: float | str | None = None) -> tuple[Segmenter, Any, Any, list[str]]:
+    def lazy_plan(self, plane, diameter: float | str | None = None, delegate: bool = True) -> tuple[Segmenter, Any, Any, list[str]]:
         """How a 2D grayscale plane larger than a block and not in memory is segmented
         block by block: ``(segmenter, diameter, limits, notes)``. The gate and the size
-        check look at a central crop (a specialist, e.g. ``cells``, may take the plane
-        over), the intensity limits at a regular subsample."""
+        check look at a central crop (with ``delegate``, a specialist, e.g. ``cells``, may
+        take the plane over; the caller gives it back if it finds no cells), the intensity
+        limits at a regular subsample."""
+        from .size import central
+
         h, w = plane.shape
-        cy, cx, r = h // 2, w // 2, self.block // 2
-        crop = np.asarray(plane[max(0, cy - r) : cy + r, max(0, cx - r) : cx + r])
-        other = self.delegate_for(crop)
+        crop = np.asarray(central(plane, self.block))
+        other = self.delegate_for(crop) if delegate else None
         if other is not None:
             seg, diameter, limits, notes = other.lazy_plan(plane, self.handover_diameter(other, diameter))
             return seg, diameter, limits, [f"looks like the images of the {other.loaded.name!r} model: segmented with it", *notes]
@@ -652,7 +664,7 @@ class Segmenter:
             elif res.instances.any():
                 res.notes.insert(0, f"looks like the images of the {name!r} model: segmented with it")
             else:  # the gate was wrong: not its kind of image after all
-                notes.insert(0, f"the {name!r} model, to which the image looked suited, found no cells: segmented with this one")
+                notes.insert(0, gave_back_note(name))
                 other = None
             if other is not None:
                 res.probs = None  # (its probabilities need its own post-processing)

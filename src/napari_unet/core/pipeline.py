@@ -180,8 +180,14 @@ def segment_zarr(segmenter, path: str | Path, labels_path: str | Path, cells_pat
         sem[:], inst[:] = res.semantic, res.instances
         return _ZarrResult(sem, inst, "YX", notes=res.notes, count=int(res.instances.max()))
     # the gate, the size check and the intensity limits look at a central crop and a subsample
-    seg, diameter, limits, notes = segmenter.lazy_plan(src, diameter)
-    n, _ = seg.segment_blocks(src, diameter, limits, out=(sem, inst))
+    seg, d, limits, notes = segmenter.lazy_plan(src, diameter)
+    n, _ = seg.segment_blocks(src, d, limits, out=(sem, inst))
+    if n == 0 and seg is not segmenter:  # the gate was wrong: every block's cells are written again
+        from .inference import gave_back_note
+
+        _, d, limits, notes = segmenter.lazy_plan(src, diameter, delegate=False)
+        notes.insert(0, gave_back_note(seg.loaded.name))
+        n, _ = segmenter.segment_blocks(src, d, limits, out=(sem, inst))
     return _ZarrResult(sem, inst, "YX", notes=[f"blockwise, {src.shape[0]} x {src.shape[1]} px", *notes], count=n)
 
 

@@ -457,6 +457,8 @@ def segment_stack(
     notes = []
     other = None if multi or not hasattr(segmenter, "delegate_for") else segmenter.delegate_for(movie[0, nz // 2], colour)
     if other is not None:  # a specialist does better on such images, as for one plane
+        from .inference import gave_back_note
+
         name = other.loaded.name
         handed = segment_stack(other, movie, anisotropy, segmenter.handover_diameter(other, diameter), method, link,
                                min_iou, progress, split_merges, colour)
@@ -464,7 +466,7 @@ def segment_stack(
             said = (f"stained tissue in colour: segmented with the {name!r} model" if colour and name == segmenter.loaded.meta.get("colour_model")
                     else f"looks like the images of the {name!r} model: segmented with it")
             return handed[0], handed[1], [said, *handed[2]]
-        notes.append(f"the {name!r} model, to which the images looked suited, found no cells: segmented with this one")
+        notes.append(gave_back_note(name))
     if nz > 1 and nz < MIN_PLANES_3D and method == "orthogonal":
         method = "stitch"  # side views of a few planes show no whole cell
     if nz > 1:
