@@ -38,6 +38,20 @@ MAX_UPSCALE = 8.0
 #: The note of ``diameter="auto"`` when the size search finds no cells.
 NO_CELLS_NOTE = "no cells found to estimate their diameter; used the model's scale"
 
+#: A large plane's size check and the fit check look first at a central crop of this side,
+#: when the plane's shorter side exceeds twice it (hundreds of cells of a fitting size, 6 %
+#: of a 2048 px frame), before the full-size crops.
+FIRST_LOOK = 512
+
+
+def handed_note(name: str, tissue: bool = False) -> str:
+    """The note of an image handed to the specialist ``name`` (``tissue``: as stained
+    tissue in colour)."""
+    if tissue:
+        return f"stained tissue in colour: segmented with the {name!r} model"
+    return f"looks like the images of the {name!r} model: segmented with it"
+
+
 def gave_back_note(name: str) -> str:
     """The note of a hand-over undone: the specialist ``name`` found no cells."""
     return f"the {name!r} model, to which the image looked suited, found no cells: segmented with this one"
@@ -322,7 +336,7 @@ class Segmenter:
             return None, NO_CELLS_NOTE, None
         if limits is None:
             limits = self.limits(plane)
-        side = 512 if min(plane.shape[-2:]) > 1024 else None  # as the fit check looks first
+        side = FIRST_LOOK if min(plane.shape[-2:]) > 2 * FIRST_LOOK else None  # as the fit check looks first
         sizes, whole = self._size_at(plane, own, side, limits)
         if sizes is not None and sizes[FIT_STATISTIC] * AUTO_TOLERANCE >= own:
             return None, f"cells about {sizes[FIT_STATISTIC]:.0f} px across: segmented at the model's scale", whole
@@ -384,9 +398,8 @@ class Segmenter:
             return found is not None and abs(np.log(found * s0 * f / own)) < math.log(tolerance) and not pieces(f, side)
 
         if tolerance:
-            # on a large plane the fit check first looks at a 512 px centre (hundreds of
-            # cells of a fitting size, 6 % of a 2048 px frame) before the full-size crops
-            for side in ([512] if min(h, w) > 1024 else []) + [None]:
+            # on a large plane the fit check first looks at a FIRST_LOOK px centre
+            for side in ([FIRST_LOOK] if min(h, w) > 2 * FIRST_LOOK else []) + [None]:
                 if fits(1.0, side):
                     return at(1.0, side, FIT_STATISTIC), True, seen[1.0, side][1]
         scored = []
@@ -624,7 +637,7 @@ class Segmenter:
         other = self.delegate_for(crop) if delegate else None
         if other is not None:
             seg, diameter, limits, notes = other.lazy_plan(plane, self.handover_diameter(other, diameter))
-            return seg, diameter, limits, [f"looks like the images of the {other.loaded.name!r} model: segmented with it", *notes]
+            return seg, diameter, limits, [handed_note(other.loaded.name), *notes]
         notes = [f"read block by block ({h} x {w} px, not loaded whole)"]
         limits = percentiles(plane, *self.percentiles)
         diameter = self.resolve_diameter(diameter)
@@ -660,9 +673,9 @@ class Segmenter:
             tissue = self.__dict__.get("_specialists", {}).get(str(self.loaded.meta.get("colour_model")))
             name = other.loaded.name
             if colour and other is tissue:
-                res.notes.insert(0, f"stained tissue in colour: segmented with the {name!r} model")
+                res.notes.insert(0, handed_note(name, tissue=True))
             elif res.instances.any():
-                res.notes.insert(0, f"looks like the images of the {name!r} model: segmented with it")
+                res.notes.insert(0, handed_note(name))
             else:  # the gate was wrong: not its kind of image after all
                 notes.insert(0, gave_back_note(name))
                 other = None

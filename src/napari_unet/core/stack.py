@@ -457,14 +457,13 @@ def segment_stack(
     notes = []
     other = None if multi or not hasattr(segmenter, "delegate_for") else segmenter.delegate_for(movie[0, nz // 2], colour)
     if other is not None:  # a specialist does better on such images, as for one plane
-        from .inference import gave_back_note
+        from .inference import gave_back_note, handed_note
 
         name = other.loaded.name
         handed = segment_stack(other, movie, anisotropy, segmenter.handover_diameter(other, diameter), method, link,
                                min_iou, progress, split_merges, colour)
         if handed[1].any():
-            said = (f"stained tissue in colour: segmented with the {name!r} model" if colour and name == segmenter.loaded.meta.get("colour_model")
-                    else f"looks like the images of the {name!r} model: segmented with it")
+            said = handed_note(name, tissue=colour and name == segmenter.loaded.meta.get("colour_model"))
             return handed[0], handed[1], [said, *handed[2]]
         notes.append(gave_back_note(name))
     if nz > 1 and nz < MIN_PLANES_3D and method == "orthogonal":
