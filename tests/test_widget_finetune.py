@@ -101,7 +101,7 @@ def test_train_preview_stop_save_and_segment(setup, em, qtbot, messages, finetun
     ann = _paint(widget, lab)
     before = ann.data.copy()
     qtbot.waitUntil(lambda: "sparse strokes" in widget.reading.value, timeout=5_000)
-    _train(qtbot, widget, lambda: widget.previews_shown >= 1 and _learned(widget))
+    _train(qtbot, widget, lambda: widget.previews_shown >= 1 and _learned(widget, gain=0.1))
     assert messages["error"] == []
     # a live preview went into the plugin's prediction layers; the image and annotation are untouched
     cells = viewer.layers["em cells"]
