@@ -117,3 +117,22 @@ if [ "$which" = tissue ] || [ "$which" = all ]; then
     --steps 700 --val-every 100 --val-fraction 0.05 --ema 0.998 --seed 1 --threads 2 | tee runs/tissue2.log
   ship tissue2 tissue '{"seed_threshold": 0.5, "seed_spacing": 0, "seed_depth": 0.05, "min_size": 40, "image_diameter": null}'
 fi
+
+# int8 inference: each shipped model's activation ranges, measured on its own training
+# images in float32 (scripts/calibrate_int8.py; weights and other metadata unchanged).
+# Runs after any model above is shipped, or alone with `int8`.
+calibrate() {
+  .venv/bin/python -W ignore scripts/calibrate_int8.py "src/napari_unet/weights/$1.pt" "${@:2}" \
+    --output "src/napari_unet/weights/$1.pt" | tee "runs/int8_$1.log"
+}
+if [ "$which" = nuclei ] || [ "$which" = int8 ] || [ "$which" = all ]; then
+  calibrate nuclei "$DATA/bbbc039/train:5"
+fi
+if [ "$which" = cells ] || [ "$which" = int8 ] || [ "$which" = all ]; then
+  calibrate cells "$DATA/usiigaci/train:2"
+fi
+# tissue stays in bfloat16: calibrated on every third of its colour training images, int8
+# cost the 8 colour dsb2018/val images F1 0.03-0.14 on four of them (benchmarks/int8.py)
+if [ "$which" = generalist ] || [ "$which" = int8 ] || [ "$which" = all ]; then
+  calibrate generalist "$DATA/dsb2018/train:20" "$DATA/bbbc039/train:10" "$DATA/usiigaci/train:5"
+fi

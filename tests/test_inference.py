@@ -91,7 +91,9 @@ def test_blockwise_labels_start_as_uint16_and_widen_when_the_cells_outnumber_the
     wide = np.tile(img, (1, 3))
     assert 3 * n > 255
     n3, out3 = seg.segment_blocks(wide, out=(np.zeros(wide.shape, np.uint8), np.zeros(wide.shape, np.uint8)))
-    assert out3.dtype == np.uint32 and n3 == out3.max() == len(np.unique(out3)) - 1 >= 3 * n - 5
+    assert out3.dtype == np.uint32 and n3 == out3.max() == len(np.unique(out3)) - 1 >= 3 * n - 10
+    # as many cells as the plane segmented whole (copies that touch can join at the seams)
+    assert abs(n3 - Segmenter(shipped_model).segment_plane(wide).instances.max()) <= 2
 
 
 @pytest.mark.parametrize("block", [200, 256])  # each block predicts its halo (200), halos shared (256)

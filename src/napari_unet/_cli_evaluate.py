@@ -37,7 +37,9 @@ def add_parser(subparsers):
     e.add_argument("--labels", nargs="+", required=True, help="ground-truth label files or a folder (X.tif + X_labels.tif)")
     e.add_argument("--images", nargs="+", default=None, help="images for models to segment (default: X.tif beside each X_labels.tif)")
     e.add_argument("--diameter", default=None, help="cell diameter in pixels for models, or 'auto' (default: the model's)")
-    e.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    e.add_argument("--precision", choices=["auto", "int8", "bf16", "fp32"], default="auto",
+                   help="auto: int8 where the model is calibrated for it and the CPU has AVX-512 VNNI, "
+                        "else bf16 where the CPU or GPU has it, else fp32")
     e.add_argument("--no-baseline", action="store_true", help="skip the Otsu+watershed baseline row")
     e.add_argument("--json", default=None, metavar="FILE", help="also write all scores (with per-image rows) to FILE")
     e.add_argument("--quiet", "-q", action="store_true", help="print only the table")

@@ -44,7 +44,9 @@ def add_parser(sub) -> None:
                    help="segment the inputs on a local dask.distributed cluster of N processes")
     s.add_argument("--scheduler", default=None, metavar="ADDRESS", help="segment the inputs on an existing Dask cluster")
     s.add_argument("--tile", type=int, default=1024, help="largest tile side in pixels (default 1024; smaller uses less memory)")
-    s.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    s.add_argument("--precision", choices=["auto", "int8", "bf16", "fp32"], default="auto",
+                   help="auto: int8 where the model is calibrated for it and the CPU has AVX-512 VNNI, "
+                        "else bf16 where the CPU or GPU has it, else fp32")
     s.add_argument("--rgb", action="store_true", help="treat a last axis of 3/4 as colour (auto-detected otherwise)")
     s.add_argument("--quiet", "-q", action="store_true")
 

@@ -129,13 +129,28 @@ def bf16_supported() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> ``"bf16"`` on CUDA or a CPU with native bfloat16, else ``"fp32"``."""
-    if precision == "auto":
+def resolve_precision(precision: str, device: torch.device, int8: bool = False) -> str:
+    """``"auto"`` -> ``"int8"`` where ``int8`` says the model can run so (a CPU, a model file
+    calibrated for it, :func:`int8_ready`), else ``"bf16"`` on CUDA or a CPU with native
+    bfloat16, else ``"fp32"``. ``"int8"`` asks for int8 and gets ``"auto"``'s float choice
+    where the model cannot (a specialist it hands an image to may not be calibrated)."""
+    if precision not in ("auto", "int8", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'int8', 'bf16' or 'fp32', got {precision!r}")
+    if precision in ("auto", "int8"):
+        if int8:
+            return "int8"
         return "bf16" if (device.type == "cuda" or bf16_supported()) else "fp32"
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
     return precision
+
+
+def int8_ready(loaded: LoadedModel, device: torch.device) -> bool:
+    """Whether ``loaded`` can run in int8 here: a CPU, PyTorch's ``x86`` quantized engine,
+    and an int8 calibration in the model file (:mod:`.quantized`)."""
+    if device.type != "cpu" or not isinstance(loaded.meta.get("int8"), dict):
+        return False
+    from . import quantized
+
+    return quantized.available() and quantized.supported(loaded.model)
 
 
 @dataclass
@@ -224,11 +239,23 @@ class Segmenter:
         # which fine-tuning may train, is left as it is)
         self.model = fold_batchnorm(self.loaded.model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.precision = resolve_precision(precision, self.device)
+        self.requested_precision = precision
+        int8 = None
+        if precision in ("auto", "int8") and int8_ready(self.loaded, self.device):
+            from .quantized import Int8UNet
+
+            try:
+                int8 = Int8UNet(self.model, self.loaded.meta["int8"]["ranges"])
+            except (ValueError, TypeError, KeyError, AttributeError, RuntimeError):  # odd ranges in a file: float
+                int8 = None
+        self.precision = resolve_precision(precision, self.device, int8 is not None)
         self.model.to(self.device)
-        self.channels_last = self.device.type == "cpu"  # oneDNN's fast convolutions, in fp32 too
+        self.channels_last = self.device.type == "cpu" and self.precision != "int8"  # oneDNN's fast convolutions, in fp32 too
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        #: the network predictions run through: the folded model, or its int8 form
+        #: (:mod:`.quantized`); the gate and the geometry read :attr:`model`
+        self.net = int8 if self.precision == "int8" else self.model
         self.tile = tile
         self.block = block
         self.batch_size = batch_size
@@ -258,11 +285,11 @@ class Segmenter:
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``(N, K, h, w)`` of one normalised batch ``(N, C, h, w)`` (one network call)."""
-        return predict_batch(self.model, batch, self.precision == "bf16", self.channels_last)
+        return predict_batch(self.net, batch, self.precision == "bf16", self.channels_last)
 
     def predict_normalized(self, image: np.ndarray, progress: Callable[[int, int], None] | None = None, margin: int | None = None, blend: int = 0) -> np.ndarray:
         """Class probabilities ``(C, H, W)`` of an already normalised ``(H, W)`` plane."""
-        return predict_image(self.model, image, self.tile, margin, blend, self.precision == "bf16",
+        return predict_image(self.net, image, self.tile, margin, blend, self.precision == "bf16",
                              self.channels_last, self.batch_size, progress)
 
     def probabilities(self, plane: np.ndarray, diameter: float | None = None, limits=None, progress=None) -> np.ndarray:
@@ -516,14 +543,16 @@ class Segmenter:
         # only the central crop the gate looks at is normalised (with the whole plane's
         # limits): an 8192 px frame's float copy would cost 0.6 GB and 1.5 s
         x = self.normalized(central(plane), self.limits(plane))
-        return style_score(self.model, self.loaded.meta["delegate"], x, self.precision == "bf16")
+        # an int8 network's gate reads the float encoder, in bfloat16 where the CPU has it
+        bf16 = self.precision == "bf16" or (self.precision == "int8" and bf16_supported())
+        return style_score(self.model, self.loaded.meta["delegate"], x, bf16)
 
     def _specialist(self, key: str) -> Segmenter:
         """A Segmenter of model ``key`` with this one's settings (kept for the next call)."""
         cache = self.__dict__.setdefault("_specialists", {})
         with _SPECIALIST_LOCK:  # inputs segmented side by side (batch.in_lanes) load it once
             if key not in cache:
-                cache[key] = Segmenter(key, precision=self.precision, tile=self.tile, block=self.block,
+                cache[key] = Segmenter(key, precision=self.requested_precision, tile=self.tile, block=self.block,
                                        batch_size=self.batch_size, device=str(self.device), fill_holes=self.fill_holes,
                                        threshold=self.threshold, min_size=self.min_size, keep_probs=False)
         seg = cache[key]
