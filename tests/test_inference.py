@@ -248,3 +248,24 @@ def test_a_gate_specialist_that_finds_nothing_gives_way(data_dir, monkeypatch):
     # a specialist that finds cells keeps the image
     monkeypatch.setattr(specialist, "segment", lambda image, *a, **k: own)
     assert seg.segment(img).instances is own.instances
+
+
+def test_probabilities_enlarged_back_match_skimage_inside_the_border():
+    """predict_at_scale enlarges a shrunk image's probabilities with torch's bilinear: the
+    same values as skimage's linear resize except on the outermost pixels."""
+    from skimage.transform import resize
+
+    from napari_unet.core.data import predict_at_scale, rescale_pair
+
+    rng = np.random.default_rng(0)
+    img = rng.random((300, 517), dtype=np.float32)
+
+    def probs(x):
+        return np.stack([x, 1 - x, x * x]).astype(np.float32)
+
+    out = predict_at_scale(img, 0.5, probs)
+    x, _ = rescale_pair(img, None, 0.5)
+    ref = resize(probs(x), (3, 300, 517), order=1, preserve_range=True)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 2:-2, 2:-2], ref[:, 2:-2, 2:-2], atol=1e-4)
+    assert np.abs(out - ref).max() < 0.25  # the border: extended, not mirrored

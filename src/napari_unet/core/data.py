@@ -165,6 +165,15 @@ def predict_at_scale(image: np.ndarray, scale: float, predict) -> np.ndarray:
     out = predict(x)
     if x.shape[-2:] == image.shape[-2:]:
         return out
+    if all(a >= b for a, b in zip(image.shape[-2:], out.shape[-2:])):
+        # enlarged back: torch's bilinear (threaded; 0.03 s instead of 0.8 s for three 1024 px
+        # maps to 2048 px) gives skimage's answer except on the outermost pixels, which it
+        # extends instead of mirroring
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+        return torch.nn.functional.interpolate(t[None], size=tuple(image.shape[-2:]), mode="bilinear",
+                                               align_corners=False)[0].numpy()
     from skimage.transform import resize
 
     return resize(out, out.shape[:-2] + image.shape[-2:], order=1, preserve_range=True).astype(np.float32)
