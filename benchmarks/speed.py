@@ -128,7 +128,7 @@ def main(argv=None) -> int:
         seg = Segmenter(model, precision="fp32" if prec == "previous" else prec)
         postprocess.instances_from_probs = fast_post
         if prec == "previous":
-            seg.model = seg.loaded.model.eval().to(memory_format=torch.contiguous_format)
+            seg.model = seg.net = seg.loaded.model.eval().to(memory_format=torch.contiguous_format)
             seg.channels_last = False
             postprocess.instances_from_probs = _previous_post
         tiles[prec] = {size: tile_ms(seg, size, 5 if size <= 512 else 3) for size in (512, cli_tile(seg))}

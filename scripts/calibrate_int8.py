@@ -2,7 +2,7 @@
 DIR[:EVERY]... --output OUT.pt``.
 
 Segments every EVERY-th image of each folder (training images: ``X.tif`` beside
-``X_labels.tif``, or any TIFFs) as ``napari-unet segment`` does, in float32, and records
+``X_labels.tif``, or any ``*.tif``) as ``napari-unet segment`` does, in float32, and records
 the range of every tensor the int8 network stores (:func:`napari_unet.core.quantized.
 calibrate`) over all the tiles the network sees there. The ranges go into the model
 file's metadata (``meta["int8"]``); weights and other metadata are unchanged. A file

@@ -41,6 +41,26 @@ def test_walk_is_the_network(kw):
     assert len(names) == 1 + 2 * depth + 2 + 5 * depth + 1 and len(set(names)) == len(names)
 
 
+def test_up_convolution_as_1x1_convolution_and_shuffle():
+    """The rewrite Int8UNet runs its up-convolutions in, computed in float (any CPU)."""
+    torch.manual_seed(0)
+    up = torch.nn.ConvTranspose2d(12, 5, 2, stride=2)
+    x = torch.rand(2, 12, 7, 9)
+    w, b = quantized.up_as_conv(up)
+    with torch.inference_mode():
+        y = quantized._shuffle(torch.nn.functional.conv2d(x.contiguous(memory_format=torch.channels_last), w, b))
+        assert y.shape == (2, 5, 14, 18)
+        assert torch.allclose(y, up(x), atol=1e-5)
+
+
+def test_odd_int8_metadata_is_refused():
+    net = _random_net(depth=2, base_channels=8)
+    ranges = quantized.calibrate(net, [np.zeros((1, 1, 32, 32), np.float32)])
+    for bad in ([0, 10**400], [0, float("inf")], [3, 1], "ab", [1]):
+        with pytest.raises(ValueError, match="int8 range"):
+            quantized.Int8UNet(net, {**ranges, "dec0.up": bad})
+
+
 def _synthetic(n=3, shape=(128, 160)):
     rng = np.random.default_rng(0)
     imgs = []
@@ -66,7 +86,6 @@ def test_int8_network_is_close_to_the_float_one():
     assert q.multiple == net.multiple and q.aligned_radius() == net.aligned_radius() and q.config is net.config
 
 
-@needs_int8
 def test_int8_needs_every_range():
     net = _random_net(depth=2, base_channels=8)
     ranges = quantized.calibrate(net, [_synthetic()[:, :, :64, :64]])
@@ -85,6 +104,22 @@ def test_precision_choice():
     assert resolve_precision("bf16", cpu, int8=True) == "bf16"
     with pytest.raises(ValueError, match="precision must be"):
         resolve_precision("int4", cpu)
+
+
+def test_a_model_file_with_odd_int8_metadata_runs_in_float(shipped_model):
+    loaded = load_model(shipped_model)
+    loaded.meta["int8"] = {"ranges": {"input": [0, 10**400]}}
+    seg = Segmenter(loaded)
+    assert seg.precision in ("bf16", "fp32") and seg.net is seg.model
+
+
+def test_training_refuses_int8():
+    from napari_unet.core.training import Sample, TrainConfig, Trainer
+
+    lab = (discs((64, 64), centers=((20, 20), (44, 44)), radius=8) > 0).astype(np.int32)
+    smp = Sample(lab.astype(np.float32), instances=lab)
+    with pytest.raises(ValueError, match="int8 is for segmentation only"):
+        Trainer(_random_net(depth=2, base_channels=8), [smp], config=TrainConfig(precision="int8"))
 
 
 def test_an_uncalibrated_model_runs_in_float(shipped_model):

@@ -211,8 +211,9 @@ def channel_planes(image: np.ndarray, channels: int, name: str = "the model") ->
 class Segmenter:
     """A loaded model plus everything needed to segment arrays with it.
 
-    ``precision``: ``"auto"`` (bfloat16 autocast and channels_last where the CPU supports
-    them, else float32), ``"bf16"`` or ``"fp32"``.
+    ``precision``: ``"auto"`` (int8 on a CPU with AVX-512 VNNI for a model file calibrated
+    for it, :mod:`.quantized`; else bfloat16 autocast and channels_last where the CPU or GPU
+    supports them, else float32), ``"int8"`` (the same), ``"bf16"`` or ``"fp32"``.
 
     ``threshold`` (cell probability above which a pixel is cell) and ``min_size``
     (smallest object, in image pixels) override the model's own post-processing settings
@@ -246,8 +247,8 @@ class Segmenter:
 
             try:
                 int8 = Int8UNet(self.model, self.loaded.meta["int8"]["ranges"])
-            except (ValueError, TypeError, KeyError, AttributeError, RuntimeError):  # odd ranges in a file: float
-                int8 = None
+            except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, OverflowError):
+                int8 = None  # a file's int8 metadata that does not describe this network: float
         self.precision = resolve_precision(precision, self.device, int8 is not None)
         self.model.to(self.device)
         self.channels_last = self.device.type == "cpu" and self.precision != "int8"  # oneDNN's fast convolutions, in fp32 too

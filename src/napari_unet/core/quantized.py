@@ -12,7 +12,8 @@ times the channels followed by a pixel shuffle (PyTorch's quantized transposed
 convolution gives wrong answers on this build), and the decoder's first convolution over
 the concatenated maps is two convolutions, over the skip and the up-sampled maps, added
 (a quantized concatenation requantises both inputs). ``tests/test_quantized.py`` checks
-that the float form of the rewrite equals the network and that int8 stays close to it.
+that the rewrite computes the network's function in float (on any CPU) and that int8
+stays close to the float network.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ class Int8UNet(nn.Module):
         missing = [k for k in _names(net) if k not in ranges]
         if missing:
             raise ValueError(f"the int8 calibration lacks {len(missing)} of the network's tensors (e.g. {missing[0]!r})")
+        ranges = {k: _checked_range(k, ranges[k]) for k in _names(net)}
         self.net = net
         self.ranges = ranges
 
@@ -153,10 +155,7 @@ class Int8UNet(nn.Module):
         self.bottom = block(net.bottom, "bottom")
         self.up, self.skip, self.fromup, self.add, self.dec = (nn.ModuleList() for _ in range(5))
         for i, (up, dec) in enumerate(zip(net.up, net.dec)):
-            cin, cout = up.weight.shape[:2]
-            # ConvTranspose2d(k=2, s=2): out[o, 2y+a, 2x+b] = sum_i w[i, o, a, b] x[i, y, x] + bias[o]
-            w = up.weight.detach().permute(1, 2, 3, 0).reshape(4 * cout, cin, 1, 1)
-            self.up.append(conv(w, up.bias.detach().repeat_interleave(4), f"up{i}"))
+            self.up.append(conv(*up_as_conv(up), f"up{i}"))
             c1 = _convs(dec)[0]
             c = c1.weight.shape[1] // 2
             self.skip.append(conv(c1.weight[:, :c], c1.bias, f"dec{i}.skip"))
@@ -195,6 +194,26 @@ class Int8UNet(nn.Module):
         for up, skip, fromup, add, dec in zip(self.up, self.skip, self.fromup, self.add, self.dec):
             x = dec(add.add_relu(skip(skips.pop()), fromup(_shuffle(up(x)))))
         return self.head(x).dequantize()
+
+
+def up_as_conv(up: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the 1x1 convolution whose output, through :func:`_shuffle`, is
+    ``up(x)`` for a 2x2, stride-2 transposed convolution: ``out[o, 2y+a, 2x+b] = sum_i
+    w[i, o, a, b] x[i, y, x] + bias[o]``, so output channel ``4o + 2a + b`` holds ``w[:, o, a, b]``."""
+    cin, cout = up.weight.shape[:2]
+    w = up.weight.detach().permute(1, 2, 3, 0).reshape(4 * cout, cin, 1, 1)
+    return w, up.bias.detach().repeat_interleave(4)
+
+
+def _checked_range(name: str, r) -> tuple[float, float]:
+    """A stored ``[lo, hi]`` as two finite floats (a model file is data, not trusted)."""
+    try:
+        lo, hi = (float(v) for v in r)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"the int8 range of {name!r} is not two numbers") from None
+    if not (abs(lo) < 1e6 and abs(hi) < 1e6 and lo <= hi):
+        raise ValueError(f"the int8 range of {name!r} ({lo:g} .. {hi:g}) is not a finite interval")
+    return lo, hi
 
 
 def _shuffle(y: torch.Tensor) -> torch.Tensor:

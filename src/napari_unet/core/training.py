@@ -133,6 +133,8 @@ class Trainer:
         self.cfg = config or TrainConfig()
         self.score_fn = score_fn or labeled_iou
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.cfg.precision == "int8":
+            raise ValueError("int8 is for segmentation only: train in 'auto', 'bf16' or 'fp32'")
         self.precision = resolve_precision(self.cfg.precision, self.device)
         self._stop = threading.Event()
         self.best_state: dict | None = None
