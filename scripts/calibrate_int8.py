@@ -35,11 +35,7 @@ class _Recorder(torch.nn.Module):
             return getattr(self.inner, name)
 
     def forward(self, x):
-        part = quantized.calibrate(self.inner, [x])
-        for k, (lo, hi) in part.items():
-            old = self.ranges.get(k)
-            self.ranges[k] = [min(lo, old[0]), max(hi, old[1])] if old else [lo, hi]
-        return quantized.walk(self.inner, x)
+        return quantized.walk(self.inner, x, quantized.recorder(self.ranges))
 
 
 def images(spec: str) -> list[Path]:

@@ -88,12 +88,9 @@ def walk(net: UNet, x: torch.Tensor, record=None) -> torch.Tensor:
     return rec("head", net.head(x))
 
 
-def calibrate(net: UNet, batches) -> dict[str, list[float]]:
-    """The range ``[lo, hi]`` of every stored tensor over ``batches`` (normalised
-    ``(N, C, H, W)`` arrays or tensors) for the float network ``net``: its extremes. (Ranges
-    cut at the 0.01 % quantiles of each tile's values lost dsb2018/val 0.04 F1: some of its
-    images reach beyond what the training images did.)"""
-    ranges: dict[str, list[float]] = {}
+def recorder(ranges: dict[str, list[float]]):
+    """A ``record`` for :func:`walk` that widens ``ranges[name]`` (``[lo, hi]``) to each
+    tensor's extremes."""
 
     def record(name, t):
         lo, hi = float(t.min()), float(t.max())
@@ -101,6 +98,16 @@ def calibrate(net: UNet, batches) -> dict[str, list[float]]:
         ranges[name] = [min(lo, old[0]), max(hi, old[1])] if old else [lo, hi]
         return t
 
+    return record
+
+
+def calibrate(net: UNet, batches) -> dict[str, list[float]]:
+    """The range ``[lo, hi]`` of every stored tensor over ``batches`` (normalised
+    ``(N, C, H, W)`` arrays or tensors) for the float network ``net``: its extremes. (Ranges
+    cut at the 0.01 % quantiles of each tile's values lost dsb2018/val 0.04 F1: some of its
+    images reach beyond what the training images did.)"""
+    ranges: dict[str, list[float]] = {}
+    record = recorder(ranges)
     net = net.float().eval()
     with torch.inference_mode():
         for b in batches:
