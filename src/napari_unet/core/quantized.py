@@ -139,10 +139,11 @@ class Int8UNet(nn.Module):
         import torch.ao.nn.intrinsic.quantized as nniq
         import torch.ao.nn.quantized as nnq
 
-        missing = [k for k in _names(net) if k not in ranges]
+        names = _names(net)
+        missing = [k for k in names if k not in ranges]
         if missing:
             raise ValueError(f"the int8 calibration lacks {len(missing)} of the network's tensors (e.g. {missing[0]!r})")
-        ranges = {k: _checked_range(k, ranges[k]) for k in _names(net)}
+        ranges = {k: _checked_range(k, ranges[k]) for k in names}
         self.net = net
         self.ranges = ranges
 
