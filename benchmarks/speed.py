@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     p.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
     p.add_argument("--limit", type=int, default=None, help="first N images of each set")
     p.add_argument("--synthetic", type=int, default=2048, help="side of the synthetic image (0: skip)")
-    p.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32", "previous"],
+    p.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], choices=["int8", "bf16", "fp32", "previous"],
                    help="paths to time; 'previous' is the path before the fast-path work: fp32, batch norm not "
                         "folded, contiguous memory, per-region post-processing")
     args = p.parse_args(argv)
