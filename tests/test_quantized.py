@@ -139,7 +139,7 @@ def test_shipped_models_run_in_int8_with_the_float_answers(data_dir):
     for name, subset in cases.items():
         lab = sorted((data_dir / subset / "val").glob("*_labels.tif"))[0]
         img = read_image(lab.with_name(lab.name.replace("_labels", "")))
-        fast, ref = Segmenter(name), Segmenter(name, precision="bf16" if quantized.torch.cpu._is_avx512_bf16_supported() else "fp32")
+        fast, ref = Segmenter(name), Segmenter(name, precision=resolve_precision("auto", torch.device("cpu")))
         assert fast.precision == "int8" and isinstance(fast.net, quantized.Int8UNet), name
         a, b = fast.segment(img).instances, ref.segment(img).instances
         agree = instance_scores(a, b)  # the float answer taken as the truth

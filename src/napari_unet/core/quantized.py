@@ -145,7 +145,6 @@ class Int8UNet(nn.Module):
             raise ValueError(f"the int8 calibration lacks {len(missing)} of the network's tensors (e.g. {missing[0]!r})")
         ranges = {k: _checked_range(k, ranges[k]) for k in names}
         self.net = net
-        self.ranges = ranges
 
         def conv(weight, bias, name, relu=False):
             k = weight.shape[-1]
