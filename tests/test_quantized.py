@@ -86,6 +86,32 @@ def test_int8_network_is_close_to_the_float_one():
     assert q.multiple == net.multiple and q.aligned_radius() == net.aligned_radius() and q.config is net.config
 
 
+@needs_int8
+def test_int8_encoder_and_the_gate_that_reads_it(data_dir, monkeypatch):
+    """``Int8UNet.encode`` is the float encoder's bottleneck within int8 error; the gate
+    takes the int8 score far from its margin and the float one near it."""
+    from napari_unet.core import inference, size
+    from napari_unet.core.data import read_image
+
+    net = _random_net(depth=3, base_channels=16, out_channels=3)
+    x = torch.from_numpy(_synthetic())
+    q = quantized.Int8UNet(net, quantized.calibrate(net, [x.numpy()]))
+    with torch.inference_mode():
+        ef, eq = net.encode(x), q.encode(x)
+    assert eq.shape == ef.shape and eq.dtype == torch.float32
+    assert float(torch.nn.functional.cosine_similarity(ef.flatten(), eq.flatten(), dim=0)) > 0.99
+
+    seg = Segmenter("generalist")
+    gate = seg.loaded.meta["delegate"]
+    img = read_image(sorted((data_dir / "bbbc039" / "val").glob("IXM*[0-9].tif"))[0])
+    crop = seg.normalized(size.central(img), seg.limits(img))
+    fast, slow = size.style_score(seg.net, gate, crop), size.style_score(seg.model, gate, crop, inference.bf16_supported())
+    assert fast != slow and abs(fast - slow) < 0.2 and fast < gate["margin"] - inference.GATE_INT8_GUARD
+    assert seg.gate_score(img) == fast  # far below the margin: the int8 score
+    monkeypatch.setattr(inference, "GATE_INT8_GUARD", 10.0)  # as if near it: the float encoder decides
+    assert seg.gate_score(img) == slow
+
+
 def test_int8_needs_every_range():
     net = _random_net(depth=2, base_channels=8)
     ranges = quantized.calibrate(net, [_synthetic()[:, :, :64, :64]])

@@ -117,6 +117,18 @@ CONSISTENCY = 1.5
 #: (``benchmarks/blocks.py``, ``benchmarks/memory.py``; see docs/results.md).
 ROLLING = True
 
+#: The gate's margin when a model file gives none (``meta["delegate"]["margin"]``).
+GATE_MARGIN = 0.5
+
+#: How far from the gate's margin the int8 encoder's score must lie to be taken as it is;
+#: nearer, the float encoder decides. On the grayscale train and val images of dsb2018,
+#: bbbc039 and usiigaci (739) the int8 scores moved from the bfloat16 ones by up to 0.47
+#: (99 % of dsb2018's within 0.25; bbbc039 0.31, usiigaci 0.18), mostly towards the
+#: margin; with this guard no decision differs from the float encoder's, which still runs
+#: for none of bbbc039's images, 28 of dsb2018's 544 and 25 of usiigaci's 40. A bbbc039
+#: image's gate: 20 -> 10 ms (``python -W ignore benchmarks/gate_scores.py generalist --int8``).
+GATE_INT8_GUARD = 0.45
+
 #: Guards the cache of specialist models (inputs segmented side by side load each once).
 _SPECIALIST_LOCK = threading.Lock()
 
@@ -252,7 +264,7 @@ class Segmenter:
         self.precision = resolve_precision(precision, self.device, int8 is not None)
         self.model.to(self.device)
         self.channels_last = self.device.type == "cpu" and self.precision != "int8"  # oneDNN's fast convolutions, in fp32 too
-        if self.channels_last:
+        if self.device.type == "cpu":  # int8 too: its gate runs the float encoder (a 384 px crop: 36 -> 18 ms)
             self.model.to(memory_format=torch.channels_last)
         #: the network predictions run through: the folded model, or its int8 form
         #: (:mod:`.quantized`); the gate and the geometry read :attr:`model`
@@ -524,7 +536,7 @@ class Segmenter:
             if bright_background(plane):
                 return self._specialist(str(tissue))
         gate = self.loaded.meta.get("delegate")
-        if not gate or self.gate_score(plane) <= float(gate.get("margin", 0.5)):
+        if not gate or self.gate_score(plane) <= float(gate.get("margin", GATE_MARGIN)):
             return None
         return self._specialist(gate["model"])
 
@@ -538,15 +550,24 @@ class Segmenter:
 
     def gate_score(self, plane: np.ndarray) -> float:
         """The score of the model's gate (``meta["delegate"]``) for a one-channel ``plane``:
-        above its margin, :meth:`delegate_for` hands the plane to the gate's model."""
+        above its margin, :meth:`delegate_for` hands the plane to the gate's model.
+
+        An int8 Segmenter reads its int8 encoder first (half the time) and takes that score
+        unless it lies within :data:`GATE_INT8_GUARD` of the margin; there the float
+        encoder decides, so the answer is the float one's."""
         from .size import style_score
 
+        gate = self.loaded.meta["delegate"]
         # only the central crop the gate looks at is normalised (with the whole plane's
         # limits): an 8192 px frame's float copy would cost 0.6 GB and 1.5 s
         x = self.normalized(central(plane), self.limits(plane))
-        # an int8 network's gate reads the float encoder, in bfloat16 where the CPU has it
+        if self.precision == "int8":
+            score = style_score(self.net, gate, x)
+            if abs(score - float(gate.get("margin", GATE_MARGIN))) > GATE_INT8_GUARD:
+                return score
+        # the float encoder, in bfloat16 where the CPU has it
         bf16 = self.precision == "bf16" or (self.precision == "int8" and bf16_supported())
-        return style_score(self.model, self.loaded.meta["delegate"], x, bf16)
+        return style_score(self.model, gate, x, bf16)
 
     def _specialist(self, key: str) -> Segmenter:
         """A Segmenter of model ``key`` with this one's settings (kept for the next call)."""

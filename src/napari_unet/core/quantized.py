@@ -189,15 +189,22 @@ class Int8UNet(nn.Module):
     def aligned_radius(self) -> int:
         return self.net.aligned_radius()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _encoder(self, x: torch.Tensor, skips: list) -> torch.Tensor:
         self.net.check_input(x)
         x = torch.quantize_per_tensor(x.float().contiguous(), *self.input_q, torch.quint8)
-        skips = []
         for c1, c2 in self.down:
             x = c2(c1(x))
             skips.append(x)
             x = F.max_pool2d(x, 2)
-        x = self.bottom[1](self.bottom[0](x))
+        return self.bottom[1](self.bottom[0](x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The bottleneck's output in float, as :meth:`.model.UNet.encode` (what a gate reads)."""
+        return self._encoder(x, []).dequantize()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips: list = []
+        x = self._encoder(x, skips)
         for up, skip, fromup, add, dec in zip(self.up, self.skip, self.fromup, self.add, self.dec):
             x = dec(add.add_relu(skip(skips.pop()), fromup(_shuffle(up(x)))))
         return self.head(x).dequantize()
