@@ -240,7 +240,7 @@ def test_a_gate_specialist_that_finds_nothing_gives_way(data_dir, monkeypatch):
         return Segmentation(z.astype(np.uint8), z, [], None)
 
     monkeypatch.setattr(specialist, "segment", nothing)
-    monkeypatch.setattr(seg, "delegate_for", lambda plane, colour=False: specialist)
+    monkeypatch.setattr(seg, "delegate_for", lambda plane, colour=False, limits=None: specialist)
     res = seg.segment(img)
     assert calls == [img.shape] and own.instances.max() > 5
     np.testing.assert_array_equal(res.instances, own.instances)

@@ -40,3 +40,18 @@ def test_large_image_percentiles_subsample():
     img = np.tile(np.arange(3000, dtype=np.uint16), (3000, 1))
     lo, hi = percentiles(img, 1, 99)
     assert lo == pytest.approx(30, abs=5) and hi == pytest.approx(2970, abs=5)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.uint32, np.float32])
+def test_percentiles_of_integer_images_are_numpys(dtype):
+    """Integer images are counted in a histogram instead of sorted: the same numbers as
+    ``np.percentile`` exactly, offsets, negative values and tiny images included."""
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else None
+    for n, lo, hi in ((1, 0, 5), (7, 0, 3), (999, 0, 4095), (5000, 100, 60000), (321, -300, 300)):
+        if info is not None:
+            lo, hi = max(lo, info.min), min(hi, info.max)
+        img = rng.integers(lo, hi + 1, n).astype(dtype)
+        for q in ((1.0, 99.8), (0.0, 100.0), (37.3, 62.1)):
+            ref = tuple(float(v) for v in np.percentile(img.astype(np.float32), q))
+            assert percentiles(img, *q) == ref, (dtype, n, q)

@@ -516,7 +516,7 @@ class Segmenter:
             return "auto"
         return diameter
 
-    def delegate_for(self, plane: np.ndarray, colour: bool = False) -> Segmenter | None:
+    def delegate_for(self, plane: np.ndarray, colour: bool = False, limits=None) -> Segmenter | None:
         """The specialist to hand ``plane`` to, or ``None``.
 
         A model file may name a specialist for stained tissue (``colour_model``): a
@@ -525,7 +525,7 @@ class Segmenter:
         network's bottleneck features, fitted by ``scripts/fit_gate.py``) that recognises
         the images of a specialist model, e.g. phase-contrast whole cells for ``cells``;
         above its margin such images go to that model. The gate costs half a forward pass
-        on a 384 px crop (the encoder).
+        on a 384 px crop (the encoder). ``limits``: the plane's (:meth:`limits`), if known.
         """
         if plane.size == 0 or self.in_channels > 1:
             return None
@@ -536,7 +536,7 @@ class Segmenter:
             if bright_background(plane):
                 return self._specialist(str(tissue))
         gate = self.loaded.meta.get("delegate")
-        if not gate or self.gate_score(plane) <= float(gate.get("margin", GATE_MARGIN)):
+        if not gate or self.gate_score(plane, limits) <= float(gate.get("margin", GATE_MARGIN)):
             return None
         return self._specialist(gate["model"])
 
@@ -548,7 +548,7 @@ class Segmenter:
             return "auto"
         return asked
 
-    def gate_score(self, plane: np.ndarray) -> float:
+    def gate_score(self, plane: np.ndarray, limits=None) -> float:
         """The score of the model's gate (``meta["delegate"]``) for a one-channel ``plane``:
         above its margin, :meth:`delegate_for` hands the plane to the gate's model.
 
@@ -560,7 +560,7 @@ class Segmenter:
         gate = self.loaded.meta["delegate"]
         # only the central crop the gate looks at is normalised (with the whole plane's
         # limits): an 8192 px frame's float copy would cost 0.6 GB and 1.5 s
-        x = self.normalized(central(plane), self.limits(plane))
+        x = self.normalized(central(plane), self.limits(plane) if limits is None else limits)
         if self.precision == "int8":
             score = style_score(self.net, gate, x)
             if abs(score - float(gate.get("margin", GATE_MARGIN))) > GATE_INT8_GUARD:
@@ -718,7 +718,9 @@ class Segmenter:
             image = np.asarray(image)
             planes, notes, out_shape = as_planes(image, rgb)
         colour = out_shape != tuple(image.shape) and self.in_channels == 1
-        other = self.delegate_for(planes[0], colour=colour)
+        # the first plane's limits, computed once for the gate and the segmentation
+        first = self.limits(planes[0]) if planes[0].size else None
+        other = self.delegate_for(planes[0], colour=colour, limits=first)
         if other is not None:  # a specialist does better on such images: hand them over
             res = other.segment(image, self.handover_diameter(other, asked), rgb, progress)
             tissue = self.__dict__.get("_specialists", {}).get(str(self.loaded.meta.get("colour_model")))
@@ -733,7 +735,6 @@ class Segmenter:
             if other is not None:
                 res.probs = None  # (its probabilities need its own post-processing)
                 return res
-        limits = None
         sems, insts = [], []
         n = len(planes)
         used = None
@@ -741,7 +742,7 @@ class Segmenter:
             sub = None
             if progress is not None:
                 sub = _sub_progress(progress, i, n)
-            seg = self.segment_plane(plane, diameter, limits, sub)
+            seg = self.segment_plane(plane, diameter, first if i == 0 else None, sub)
             if i == 0:
                 notes.extend(seg.notes)
                 used = seg.diameter

@@ -20,15 +20,51 @@ def to_float(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32)
 
 
+#: Integer images whose values span fewer than this many levels get their percentiles from
+#: a histogram: the same numbers as ``np.percentile``, without its sort (a 0.36 MP uint16
+#: bbbc039 image 5.9 -> 0.5 ms, a 2048 px uint16 frame 70 -> 13 ms).
+_HISTOGRAM_LEVELS = 1 << 20
+
+
 def _sample(image: np.ndarray) -> np.ndarray:
-    """The finite pixels of ``image`` (float32, flat), on a regular grid for large images."""
+    """The finite pixels of ``image`` (flat; integers as they are, anything else as
+    float32), on a regular grid for large images."""
     a = image if hasattr(image, "shape") else np.asarray(image)
     size = int(np.prod(a.shape))
     if size > _MAX_SAMPLES:  # subsampled before reading: a zarr or dask array stays on disk
         step = int(np.ceil(np.sqrt(size / _MAX_SAMPLES)))
         a = a[..., ::step, ::step]
-    a = to_float(np.asarray(a)).ravel()
+    a = np.asarray(a)
+    if a.dtype.kind in "ui":
+        return a.ravel()
+    a = to_float(a).ravel()
     return a[np.isfinite(a)]
+
+
+def _percentiles_of(a: np.ndarray, qs: list[float]) -> list[float]:
+    """``np.percentile(a, qs)`` (its default linear interpolation) of a flat, non-empty
+    array; for integers spanning few levels from a histogram, with the same float64
+    interpolation between the two order statistics around each rank."""
+    if a.dtype.kind not in "ui" or a.dtype.itemsize > 4:
+        return [float(v) for v in np.percentile(a.astype(np.float32, copy=False), qs)]
+    lo, hi = int(a.min()), int(a.max())
+    if a.dtype.kind == "u" and hi < _HISTOGRAM_LEVELS:
+        lo, idx = 0, a  # counted as they are (a shifted copy would cost 4x the counting)
+    elif hi - lo < _HISTOGRAM_LEVELS:
+        idx = a.astype(np.intp) - lo
+    else:
+        return [float(v) for v in np.percentile(a.astype(np.float32), qs)]
+    cum = np.cumsum(np.bincount(idx))
+    n = a.size
+    out = []
+    for q in qs:
+        pos = q / 100 * (n - 1)
+        k = int(np.floor(pos))
+        g = pos - k
+        v0 = float(np.searchsorted(cum, k, side="right") + lo)  # the k-th smallest value (from 0)
+        v1 = float(np.searchsorted(cum, min(k + 1, n - 1), side="right") + lo)
+        out.append(v1 - (v1 - v0) * (1 - g) if g >= 0.5 else v0 + (v1 - v0) * g)  # numpy's lerp
+    return out
 
 
 def percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.8, invert_bright: bool = False) -> tuple[float, float]:
@@ -43,7 +79,7 @@ def percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.8, invert_
     a = _sample(image)
     if a.size == 0:
         return 0.0, 0.0
-    lo, hi, med = np.percentile(a, [low, high, 50])
+    lo, hi, med = _percentiles_of(a, [low, high, 50])
     if invert_bright and med - lo > 0.5 * (hi - lo) > 0:
         return float(hi), float(lo)
     return float(lo), float(hi)
