@@ -581,9 +581,12 @@ class Segmenter:
         seg.threshold, seg.min_size = self.threshold, self.min_size  # the user's overrides follow
         return seg
 
-    def postprocess(self, probs: np.ndarray, diameter) -> tuple[np.ndarray, np.ndarray]:
-        """Semantic and instance labels from probabilities at image scale (see :mod:`.postprocess`)."""
-        return self.settings(diameter)(probs)
+    def postprocess(self, probs: np.ndarray, diameter, split: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Semantic and instance labels from probabilities at image scale (see :mod:`.postprocess`);
+        with ``split``, the watershed of a large plane in torch's threads (1 while inputs are
+        segmented side by side, :func:`.batch.in_lanes`; :mod:`.watershed`)."""
+        post = self.settings(diameter)
+        return (dataclasses.replace(post, threads=torch.get_num_threads()) if split else post)(probs)
 
     def settings(self, diameter=None, own: bool = False) -> Postprocess:
         """The post-processing for cells of ``diameter`` px (default: the model's): the
@@ -643,7 +646,9 @@ class Segmenter:
             each = ((b, self.probabilities(np.asarray(plane[(Ellipsis, *b.read)]), diameter, limits)) for b in blocks)
         next_id = 1
         for k, (b, probs) in enumerate(each):
-            sem, inst = self.postprocess(probs, diameter)
+            # one watershed thread: split, an 8192 px frame's blocks took as long (32.1 s
+            # against 32.0) and 70 MB more memory (benchmarks/memory.py)
+            sem, inst = self.postprocess(probs, diameter, split=False)
             del probs
             semantic[b.core] = sem[b.core_in_read]
             if next_id + int(inst.max()) > np.iinfo(instances.dtype).max:

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from . import watershed as _flood
 from .seeds import _deep_peaks, _deep_peaks_reference, _distance_peaks, _edt
 
 __all__ = [
@@ -107,6 +108,7 @@ def instances_from_probs(
     max_hole: int = 0,
     depth: float | None = None,
     distance_depth: float | None = None,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Semantic (uint8) and instance (uint16/uint32) labels from ``(3, H, W)`` probabilities.
 
@@ -135,7 +137,8 @@ def instances_from_probs(
     its largest, :func:`.losses.distance_targets`) can be seeded from it instead:
     ``distance_depth`` (a fraction, e.g. 0.2) takes the h-maxima of that smoothed map in
     the cell mask as seeds and grows them down its slopes (as StarDist's object
-    probability and Cellpose's flows answer the same question).
+    probability and Cellpose's flows answer the same question). ``threads``: the watershed
+    of a large plane runs in two threads from 2 on (:mod:`.watershed`; the same labels).
     """
     if probs.ndim != 3 or probs.shape[0] < 2:
         raise ValueError(f"expected (C>=2, H, W) probabilities, got shape {probs.shape}")
@@ -159,12 +162,12 @@ def instances_from_probs(
             seeds = _distance_peaks(dist, comp, int(min_distance), flat)
         del dist, comp, flat
         elevation = np.subtract(probs[0], probs[1])
-        labels = watershed(elevation, markers=seeds, mask=mask)
+        labels = _flood.watershed(elevation, seeds, mask, threads)
     else:
         seeds, _ = ndi.label(inner)
         # Tiny seeds are noise unless they are all a cell has; those come back below.
         seeds = _remove_small(seeds, max(min_size // 4, 1), np.int32)
-        labels = watershed(probs[0], markers=seeds, mask=mask)
+        labels = _flood.watershed(probs[0], seeds, mask, threads)
     del seeds, inner
     # Cell regions the seeds missed (no confident interior) become objects of their own.
     rest, n_rest = ndi.label(mask & (labels == 0))
@@ -239,6 +242,7 @@ class Postprocess:
     max_hole: int = 0
     depth: float | None = None
     distance_depth: float | None = None  # seeds from a distance head (see instances_from_probs)
+    threads: int = 1  # the watershed's threads on a large plane (the same labels)
 
     @classmethod
     def for_model(cls, meta: dict, diameter: float | None, scale: float = 1.0, fill_holes: bool = True) -> Postprocess:
@@ -267,7 +271,7 @@ class Postprocess:
     def __call__(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Semantic and instance labels (see :func:`instances_from_probs`)."""
         return instances_from_probs(probs, self.threshold, self.seed_threshold, self.min_size, self.min_distance,
-                                    self.max_hole, self.depth, self.distance_depth)
+                                    self.max_hole, self.depth, self.distance_depth, self.threads)
 
 
 def one_seed_per_region(post: Postprocess) -> Postprocess | None:
