@@ -78,6 +78,26 @@ def test_blockwise_equals_whole_on_real_image(data_dir, shipped_model, block, mo
     assert r["f1"] > 0.97
 
 
+def test_rolling_blocks_with_a_halo_of_a_few_cells_give_the_same_labels(data_dir, shipped_model, monkeypatch):
+    """On the rolling path the probabilities are exact whatever the halo, so a halo of
+    ``ROLLING_HALO`` cell diameters (smaller than the network's) writes the same objects."""
+    import napari_unet.core.blocks as blocks_mod
+    import napari_unet.core.inference as inference
+
+    img = np.tile(tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif"), (2, 2))
+    halos = []
+    grid = blocks_mod.block_grid
+    monkeypatch.setattr(blocks_mod, "block_grid", lambda h, w, size, halo: halos.append(halo) or grid(h, w, size, halo))
+    seg = Segmenter(shipped_model, block=512)
+    out = {}
+    for rolling_halo in (0, inference.ROLLING_HALO):
+        monkeypatch.setattr(inference, "ROLLING_HALO", rolling_halo)
+        out[rolling_halo] = seg.segment(img, diameter=22).instances
+    assert halos[-1] < halos[0]  # a smaller halo was used
+    assert out[0].max() > 100
+    np.testing.assert_array_equal(out[0], out[inference.ROLLING_HALO])
+
+
 def test_blockwise_labels_start_as_uint16_and_widen_when_the_cells_outnumber_them(data_dir, shipped_model):
     img = tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif")
     seg = Segmenter(shipped_model, block=200)
