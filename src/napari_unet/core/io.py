@@ -92,8 +92,18 @@ def atomic_write(path: str | os.PathLike, write: Callable, text: bool = False, m
     return path
 
 
+#: Bytes of image data per TIFF strip: each strip is compressed (and read back) on its own,
+#: so the strips of a large image are compressed in two threads. An 8192 px frame's labels
+#: and cell mask: 0.43 -> 0.21 s to write, its labels 0.25 -> 0.03 s to read back.
+STRIP_BYTES = 1 << 20
+
+
 def write_tiff(path: str | os.PathLike, array: np.ndarray, **kwargs) -> Path:
-    """A zlib-compressed TIFF, written atomically (``kwargs`` go to ``tifffile.imwrite``)."""
+    """A zlib-compressed TIFF in strips of about :data:`STRIP_BYTES`, written atomically
+    (``kwargs`` go to ``tifffile.imwrite``)."""
     import tifffile
 
+    row = (array.shape[-1] if array.ndim else 1) * array.dtype.itemsize
+    kwargs.setdefault("rowsperstrip", max(1, STRIP_BYTES // max(row, 1)))
+    kwargs.setdefault("maxworkers", min(2, os.cpu_count() or 1))
     return atomic_write(path, lambda f: tifffile.imwrite(f, array, compression="zlib", **kwargs))
