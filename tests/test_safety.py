@@ -237,3 +237,20 @@ def test_a_folder_run_reports_bad_files_but_raises_bugs(tmp_path, monkeypatch):
     monkeypatch.setattr(batch, "segment_file", broken)
     with pytest.raises(ValueError, match="reshape"):
         list(batch.run_folder(None, [src / "a.tif"], tmp_path / "out2"))
+
+
+def test_large_label_images_are_written_in_strips_and_read_back_the_same(tmp_path):
+    """Outputs are zlib TIFFs in strips of about ``STRIP_BYTES`` (compressed and read in
+    threads), and read back exactly."""
+    import numpy as np
+    import tifffile
+
+    from napari_unet.core import io
+
+    labels = np.repeat(np.arange(1200, dtype=np.uint32).reshape(40, 30), 30, axis=0).repeat(40, axis=1)  # 1200 x 1200
+    path = io.write_tiff(tmp_path / "x_labels.tif", labels)
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[0]
+        assert page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+        assert page.rowsperstrip == io.STRIP_BYTES // (1200 * 4) and len(page.dataoffsets) > 1
+    np.testing.assert_array_equal(tifffile.imread(path), labels)
