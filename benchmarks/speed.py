@@ -35,8 +35,9 @@ SETS = ("bbbc039", "usiigaci")
 
 
 def _previous_post(probs, threshold=0.5, seed_threshold=0.5, min_size=15, min_distance=None, max_hole=0,
-                   depth=None, distance_depth=None):
-    """The post-processing before the fast path (no distance-head seeds: none of the timed models has one)."""
+                   depth=None, distance_depth=None, threads=1):
+    """The post-processing before the fast path (no distance-head seeds: none of the timed
+    models has one; one thread)."""
     from napari_unet.core import postprocess
 
     return postprocess._instances_from_probs_reference(probs, threshold, seed_threshold, min_size, min_distance,
