@@ -274,7 +274,7 @@ class Segmenter:
         self.precision = resolve_precision(precision, self.device, int8 is not None)
         self.model.to(self.device)
         self.channels_last = self.device.type == "cpu" and self.precision != "int8"  # oneDNN's fast convolutions, in fp32 too
-        if self.device.type == "cpu":  # int8 too: its gate runs the float encoder (a 384 px crop: 36 -> 18 ms)
+        if self.device.type == "cpu":  # int8 too: its gate may run the float encoder (48 -> 26 ms on one thread)
             self.model.to(memory_format=torch.channels_last)
         #: the network predictions run through: the folded model, or its int8 form
         #: (:mod:`.quantized`); the gate and the geometry read :attr:`model`
