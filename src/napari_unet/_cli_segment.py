@@ -109,7 +109,7 @@ def run(args) -> int:
     todo = work.todo
     from .core.models import load_model
 
-    load_model(args.model)  # an unknown model fails now, in one line, before any work
+    loaded = load_model(args.model)  # an unknown model fails now, in one line, before any work
     out.mkdir(parents=True, exist_ok=True)
     if args.workers or args.scheduler:
         from ._cli_distributed import run_distributed
@@ -118,7 +118,7 @@ def run(args) -> int:
     else:
         from .core.batch import in_lanes, lanes_for
 
-        job = SegmentJob.from_args(args)
+        job = SegmentJob.from_args(args, loaded)
         # the model loads here, before any thread starts; --fail-fast: one at a time, so that
         # nothing after the failing input has begun
         lanes = 1 if args.fail_fast else lanes_for(job.segmenter, todo)
@@ -151,18 +151,19 @@ class SegmentJob:
     """Segment one input with the options of a command line (picklable for Dask workers:
     the model is loaded lazily, once per process)."""
 
-    def __init__(self, options: dict):
+    def __init__(self, options: dict, loaded=None):
         self.options = options
         self._seg = None
+        self._loaded = loaded  # the model file, if already read (not sent to Dask workers)
 
     @classmethod
-    def from_args(cls, args) -> SegmentJob:
+    def from_args(cls, args, loaded=None) -> SegmentJob:
         keys = ("model", "diameter", "threshold", "min_size", "axes", "anisotropy", "channel", "measure",
                 "output", "tile", "precision", "rgb")
-        return cls({k: getattr(args, k) for k in keys})
+        return cls({k: getattr(args, k) for k in keys}, loaded)
 
     def __getstate__(self):
-        return {"options": self.options, "_seg": None}
+        return {"options": self.options, "_seg": None, "_loaded": None}
 
     @property
     def segmenter(self):
@@ -172,7 +173,8 @@ class SegmentJob:
             if key not in _SEGMENTERS:  # one per process: Dask workers load the model once
                 from .core.inference import Segmenter
 
-                _SEGMENTERS[key] = Segmenter(o["model"], precision=o["precision"], tile=o["tile"], threshold=o["threshold"], min_size=o["min_size"])
+                model = self._loaded if self._loaded is not None else o["model"]  # read once, not twice
+                _SEGMENTERS[key] = Segmenter(model, precision=o["precision"], tile=o["tile"], threshold=o["threshold"], min_size=o["min_size"])
             self._seg = _SEGMENTERS[key]
         return self._seg
 
