@@ -98,6 +98,22 @@ def test_rolling_blocks_with_a_halo_of_a_few_cells_give_the_same_labels(data_dir
     np.testing.assert_array_equal(out[0], out[inference.ROLLING_HALO])
 
 
+def test_rolling_blocks_of_a_model_without_a_cell_size(data_dir, shipped_model):
+    """A model file that gives no diameter (one trained without ``--diameter``) keeps the
+    network's halo on the rolling path and segments blockwise as whole."""
+    from napari_unet.core.models import load_model
+
+    img = tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif")
+    m = load_model(shipped_model)
+    for key in ("diameter", "image_diameter", "default_diameter"):
+        m.meta.pop(key, None)
+    assert m.diameter is None
+    blocks = Segmenter(m, block=256).segment(img).instances
+    whole = Segmenter(m).segment(img).instances
+    r = summarize([instance_scores(blocks, whole)], thresholds=(0.5,))
+    assert whole.max() > 10 and r["f1"] > 0.97
+
+
 def test_blockwise_labels_start_as_uint16_and_widen_when_the_cells_outnumber_them(data_dir, shipped_model):
     img = tifffile.imread(data_dir / "bbbc039" / "val" / "IXMtest_A15_s5.tif")
     seg = Segmenter(shipped_model, block=200)

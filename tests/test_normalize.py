@@ -55,3 +55,11 @@ def test_percentiles_of_integer_images_are_numpys(dtype):
         for q in ((1.0, 99.8), (0.0, 100.0), (37.3, 62.1)):
             ref = tuple(float(v) for v in np.percentile(img.astype(np.float32), q))
             assert percentiles(img, *q) == ref, (dtype, n, q)
+
+
+def test_percentiles_of_integers_beyond_float32s_are_those_of_its_float32_copy():
+    """Above 2**24 float32 rounds integers: the limits stay those of the float32 copy, as
+    before the histogram (the review's case: a median 16777220, not 16777219)."""
+    img = np.array([16777217, 16777219, 16777221], np.int32)
+    assert percentiles(img, 50, 100) == tuple(float(v) for v in np.percentile(img.astype(np.float32), (50, 100)))
+    assert percentiles(img, 50, 100)[0] == 16777220.0

@@ -124,10 +124,10 @@ GATE_MARGIN = 0.5
 #: nearer, the float encoder decides. On the grayscale train and val images of dsb2018,
 #: bbbc039 and usiigaci (739) the int8 scores moved from the bfloat16 ones by up to 0.47
 #: (99 % of dsb2018's within 0.25; bbbc039 0.31, usiigaci 0.18), mostly towards the
-#: margin; with this guard no decision differs from the float encoder's, which still runs
-#: for none of bbbc039's images, 28 of dsb2018's 544 and 25 of usiigaci's 40. A bbbc039
-#: image's gate: 20 -> 10 ms (``python -W ignore benchmarks/gate_scores.py generalist --int8``).
-GATE_INT8_GUARD = 0.45
+#: margin: the guard lies above the largest. The float encoder then still runs for 2 of
+#: bbbc039's 155 images, 44 of dsb2018's 544 and 33 of usiigaci's 40. A bbbc039 image's
+#: gate: 16-20 -> 10 ms (``python -W ignore benchmarks/gate_scores.py generalist --int8``).
+GATE_INT8_GUARD = 0.6
 
 #: On the rolling path (:data:`ROLLING`) a block's halo is this many of the model's cell
 #: diameters (at most the network's own halo): its probabilities are exact whatever the
@@ -593,10 +593,11 @@ class Segmenter:
 
     def postprocess(self, probs: np.ndarray, diameter, split: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Semantic and instance labels from probabilities at image scale (see :mod:`.postprocess`);
-        with ``split``, the watershed of a large plane in torch's threads (1 while inputs are
-        segmented side by side, :func:`.batch.in_lanes`; :mod:`.watershed`)."""
-        post = self.settings(diameter)
-        return (dataclasses.replace(post, threads=torch.get_num_threads()) if split else post)(probs)
+        with ``split``, the watershed of a large plane in two halves, side by side in torch's
+        threads (1 while inputs are segmented side by side, :func:`.batch.in_lanes`; the
+        same labels either way, :mod:`.watershed`)."""
+        threads = torch.get_num_threads() if split else 0  # 0: the watershed in one call
+        return dataclasses.replace(self.settings(diameter), threads=threads)(probs)
 
     def settings(self, diameter=None, own: bool = False) -> Postprocess:
         """The post-processing for cells of ``diameter`` px (default: the model's): the
@@ -643,9 +644,9 @@ class Segmenter:
         from .blocks import block_grid, paste_objects, release_memory
 
         rolling = ROLLING and scale == 1 and not self.model.shrink() and 2 * halo <= B
-        if rolling and ROLLING_HALO:
+        if rolling and ROLLING_HALO and self.loaded.diameter:
             # its probabilities are exact whatever the halo: the halo is for the objects alone
-            halo = min(halo, -(-int(ROLLING_HALO * self.loaded.diameter) // m) * m)
+            halo = min(halo, max(m, -(-math.ceil(ROLLING_HALO * self.loaded.diameter) // m) * m))
         blocks = block_grid(h, w, B, halo)
         if rolling:
             # each pixel through the network once: the halos are kept from the blocks before

@@ -48,6 +48,8 @@ def _percentiles_of(a: np.ndarray, qs: list[float]) -> list[float]:
     if a.dtype.kind not in "ui" or a.dtype.itemsize > 4:
         return [float(v) for v in np.percentile(a.astype(np.float32, copy=False), qs)]
     lo, hi = int(a.min()), int(a.max())
+    if max(-lo, hi) >= 1 << 24:  # beyond float32's integers: np.percentile of its float32 copy
+        return [float(v) for v in np.percentile(a.astype(np.float32), qs)]
     if a.dtype.kind == "u" and hi < _HISTOGRAM_LEVELS:
         lo, idx = 0, a  # counted as they are (a shifted copy would cost 4x the counting)
     elif hi - lo < _HISTOGRAM_LEVELS:

@@ -138,7 +138,8 @@ def instances_from_probs(
     ``distance_depth`` (a fraction, e.g. 0.2) takes the h-maxima of that smoothed map in
     the cell mask as seeds and grows them down its slopes (as StarDist's object
     probability and Cellpose's flows answer the same question). ``threads``: the watershed
-    of a large plane runs in two threads from 2 on (:mod:`.watershed`; the same labels).
+    of a large plane runs in two halves, side by side from 2 threads on; ``0``: in one
+    call (:mod:`.watershed`).
     """
     if probs.ndim != 3 or probs.shape[0] < 2:
         raise ValueError(f"expected (C>=2, H, W) probabilities, got shape {probs.shape}")
@@ -242,7 +243,7 @@ class Postprocess:
     max_hole: int = 0
     depth: float | None = None
     distance_depth: float | None = None  # seeds from a distance head (see instances_from_probs)
-    threads: int = 1  # the watershed's threads on a large plane (the same labels)
+    threads: int = 1  # the watershed's threads on a large plane (0: one call; see .watershed)
 
     @classmethod
     def for_model(cls, meta: dict, diameter: float | None, scale: float = 1.0, fill_holes: bool = True) -> Postprocess:
