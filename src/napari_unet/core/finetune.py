@@ -107,6 +107,8 @@ class FinetuneSettings:
     ema: float = 0.98  # previews, validation and the kept weights: a moving average of the weights (~6 s)
     keep_within: float = 0.05  # later weights are kept unless their held-out score is 0.05 below the top one
     loss: str = "boundary"
+    # channels-last memory on a CPU: a step (batch 4 x 128 px, one thread, bfloat16) 140 -> 110 ms
+    channels_last: bool = True
     # ---- the recipe's own --------------------------------------------------------------------
     class_balance: bool = True  # weight cell and not-cell strokes equally, however much of each is painted
     prior_weight: float = 0.5  # unlabeled pixels keep the base model's answer, with this weight relative to the strokes

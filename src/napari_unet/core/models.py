@@ -251,13 +251,16 @@ def save_model(path: str | os.PathLike, model: UNet, meta: dict | None = None, o
     shorter than float16's.
     """
 
+    import torch
+
     path = Path(path)
     if path.suffix != ".pt":
         path = path.with_suffix(".pt")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists")
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    # contiguous copies: a model trained in channels-last memory is stored as any other
+    state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     data = {
