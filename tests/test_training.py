@@ -223,3 +223,28 @@ def test_region_probabilities_on_the_cpu_come_from_a_folded_channels_last_copy(m
     np.testing.assert_allclose(fast, plain, atol=1e-4)
     assert _same(before, net.state_dict()) and not any(isinstance(m, torch.nn.Identity) for m in net.modules())
     assert next(net.parameters()).is_contiguous()
+
+
+def test_channels_last_training_takes_the_same_steps_and_saves_contiguous_weights(tmp_path):
+    """``channels_last`` (fine-tuning's setting) trains the network in channels-last memory:
+    the same loss curve as contiguous memory within bfloat16/fp32 kernel differences, and
+    the saved file's tensors are contiguous (loaded as any other)."""
+    from napari_unet.core.models import load_model, save_model
+
+    losses, models = {}, {}
+    for cl in (False, True):
+        trainer, _ = _trainer([0.1] * 6, channels_last=cl, precision="fp32")
+        seen = []
+        for p in trainer.run():
+            seen.append(p.loss)
+        losses[cl], models[cl] = [x for x in seen if x == x], trainer.model
+    def a_conv(model):  # a 3x3 convolution over several channels (one channel is both layouts)
+        return next(p for p in model.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
+
+    assert a_conv(models[True]).is_contiguous(memory_format=torch.channels_last)
+    assert not a_conv(models[False]).is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
+    path = save_model(tmp_path / "m.pt", models[True])
+    state = torch.load(path, weights_only=True)["state_dict"]
+    assert all(v.is_contiguous() for v in state.values())
+    assert all(torch.equal(load_model(str(path)).model.state_dict()[k], v.float()) for k, v in models[True].state_dict().items() if v.is_floating_point())
