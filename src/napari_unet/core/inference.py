@@ -564,7 +564,7 @@ class Segmenter:
 
         An int8 Segmenter reads its int8 encoder first (half the time) and takes that score
         unless it lies within :data:`GATE_INT8_GUARD` of the margin; there the float
-        encoder decides, so the answer is the float one's."""
+        encoder decides."""
         from .size import style_score
 
         gate = self.loaded.meta["delegate"]
@@ -661,8 +661,8 @@ class Segmenter:
             each = ((b, self.probabilities(np.asarray(plane[(Ellipsis, *b.read)]), diameter, limits)) for b in blocks)
         next_id = 1
         for k, (b, probs) in enumerate(each):
-            # one watershed thread: split, an 8192 px frame took 30.1 s instead of 30.7 and
-            # 1.03 GB instead of 0.93 at its peak (benchmarks/memory.py)
+            # the watershed in one call: in two halves an 8192 px frame took 30.1 s instead
+            # of 30.7 and 1.03 GB instead of 0.93 at its peak (benchmarks/memory.py)
             sem, inst = self.postprocess(probs, diameter, split=False)
             del probs
             semantic[b.core] = sem[b.core_in_read]

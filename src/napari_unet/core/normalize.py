@@ -42,31 +42,29 @@ def _sample(image: np.ndarray) -> np.ndarray:
 
 
 def _percentiles_of(a: np.ndarray, qs: list[float]) -> list[float]:
-    """``np.percentile(a, qs)`` (its default linear interpolation) of a flat, non-empty
-    array; for integers spanning few levels from a histogram, with the same float64
-    interpolation between the two order statistics around each rank."""
-    if a.dtype.kind not in "ui" or a.dtype.itemsize > 4:
-        return [float(v) for v in np.percentile(a.astype(np.float32, copy=False), qs)]
-    lo, hi = int(a.min()), int(a.max())
-    if max(-lo, hi) >= 1 << 24:  # beyond float32's integers: np.percentile of its float32 copy
-        return [float(v) for v in np.percentile(a.astype(np.float32), qs)]
-    if a.dtype.kind == "u" and hi < _HISTOGRAM_LEVELS:
-        lo, idx = 0, a  # counted as they are (a shifted copy would cost 4x the counting)
-    elif hi - lo < _HISTOGRAM_LEVELS:
-        idx = a.astype(np.intp) - lo
-    else:
-        return [float(v) for v in np.percentile(a.astype(np.float32), qs)]
-    cum = np.cumsum(np.bincount(idx))
-    n = a.size
-    out = []
-    for q in qs:
-        pos = q / 100 * (n - 1)
-        k = int(np.floor(pos))
-        g = pos - k
-        v0 = float(np.searchsorted(cum, k, side="right") + lo)  # the k-th smallest value (from 0)
-        v1 = float(np.searchsorted(cum, min(k + 1, n - 1), side="right") + lo)
-        out.append(v1 - (v1 - v0) * (1 - g) if g >= 0.5 else v0 + (v1 - v0) * g)  # numpy's lerp
-    return out
+    """``np.percentile`` (its default linear interpolation) of the float32 copy of a flat,
+    non-empty array; for integers of float32's exact range spanning few levels, from a
+    histogram, with the same float64 interpolation between the order statistics around
+    each rank."""
+    if a.dtype.kind in "ui" and a.dtype.itemsize <= 4:
+        lo, hi = int(a.min()), int(a.max())
+        if max(-lo, hi) < 1 << 24 and hi - lo < _HISTOGRAM_LEVELS:
+            if a.dtype.kind == "u" and hi < _HISTOGRAM_LEVELS:
+                lo, idx = 0, a  # counted as they are (a shifted copy would cost 4x the counting)
+            else:
+                idx = a.astype(np.intp) - lo
+            cum = np.cumsum(np.bincount(idx))
+            n = a.size
+            out = []
+            for q in qs:
+                pos = q / 100 * (n - 1)
+                k = int(np.floor(pos))
+                g = pos - k
+                v0 = float(np.searchsorted(cum, k, side="right") + lo)  # the k-th smallest value (from 0)
+                v1 = float(np.searchsorted(cum, min(k + 1, n - 1), side="right") + lo)
+                out.append(v1 - (v1 - v0) * (1 - g) if g >= 0.5 else v0 + (v1 - v0) * g)  # numpy's lerp
+            return out
+    return [float(v) for v in np.percentile(a.astype(np.float32, copy=False), qs)]
 
 
 def percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.8, invert_bright: bool = False) -> tuple[float, float]:
